@@ -1,0 +1,1 @@
+"""Mask2Former: universal image segmentation."""

@@ -1,0 +1,142 @@
+"""Multi-scale deformable attention: the reference function against independent computations and transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mask2former.modeling.deformable_attention import MultiScaleDeformableAttention, multi_scale_deformable_attention
+
+SPATIAL_SHAPES = [(3, 5), (2, 3), (1, 2)]
+
+
+def _random_inputs(dtype: torch.dtype = torch.float64, batch: int = 2, heads: int = 2, head_dim: int = 3):
+    generator = torch.Generator().manual_seed(0)
+    seq_len = sum(h * w for h, w in SPATIAL_SHAPES)
+    queries, levels, points = 7, len(SPATIAL_SHAPES), 3
+    value = torch.randn(batch, seq_len, heads, head_dim, generator=generator, dtype=dtype)
+    # a third of the points fall outside the map, some of them by less than a pixel (partly zero-padded corners)
+    locations = torch.rand(batch, queries, heads, levels, points, 2, generator=generator, dtype=dtype) * 1.6 - 0.3
+    weights = torch.rand(batch, queries, heads, levels, points, generator=generator, dtype=dtype)
+    return value, locations, weights
+
+
+def _explicit_bilinear(value, spatial_shapes, locations, weights):
+    """Per-corner gather with zero padding, written from the definition of bilinear interpolation."""
+    batch, _, heads, head_dim = value.shape
+    _, queries, _, levels, points, _ = locations.shape
+    output = value.new_zeros(batch, queries, heads, head_dim)
+    start = 0
+    for level, (height, width) in enumerate(spatial_shapes):
+        value_level = value[:, start : start + height * width]  # (B, H*W, nh, hd)
+        start += height * width
+        # pixel coordinates: pixel (i, j) has its centre at (j + 0.5, i + 0.5) in normalised units times (W, H)
+        x = locations[:, :, :, level, :, 0] * width - 0.5  # (B, Q, nh, P)
+        y = locations[:, :, :, level, :, 1] * height - 0.5
+        x0, y0 = x.floor(), y.floor()
+        for dx in (0, 1):
+            for dy in (0, 1):
+                xc, yc = x0 + dx, y0 + dy
+                corner_weight = (1 - (x - xc).abs()) * (1 - (y - yc).abs())  # (B, Q, nh, P)
+                inside = (xc >= 0) & (xc < width) & (yc >= 0) & (yc < height)
+                index = (yc.clamp(0, height - 1) * width + xc.clamp(0, width - 1)).long()  # (B, Q, nh, P)
+                index = index.permute(0, 2, 1, 3).reshape(batch, heads, queries * points)  # (B, nh, Q*P)
+                gathered = torch.gather(
+                    value_level.permute(0, 2, 1, 3),  # (B, nh, H*W, hd)
+                    2,
+                    index[..., None].expand(-1, -1, -1, head_dim),
+                )  # (B, nh, Q*P, hd)
+                gathered = gathered.reshape(batch, heads, queries, points, head_dim).permute(0, 2, 1, 3, 4)
+                factor = corner_weight * inside * weights[:, :, :, level]  # (B, Q, nh, P)
+                output = output + (gathered * factor[..., None]).sum(dim=3)
+    return output.reshape(batch, queries, heads * head_dim)
+
+
+def _grads(fn, value, locations, weights):
+    inputs = [t.clone().requires_grad_(True) for t in (value, locations, weights)]
+    out = fn(inputs[0], SPATIAL_SHAPES, inputs[1], inputs[2])
+    cotangent = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    grads = torch.autograd.grad((out * cotangent).sum(), inputs)
+    return out.detach(), grads
+
+
+def test_matches_explicit_bilinear_sampling_and_gradients():
+    value, locations, weights = _random_inputs()
+    out, grads = _grads(multi_scale_deformable_attention, value, locations, weights)
+    expected, expected_grads = _grads(_explicit_bilinear, value, locations, weights)
+    assert out.shape == (2, 7, 6)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_transformers_function_and_gradients(dtype):
+    modeling = pytest.importorskip("transformers.models.mask2former.modeling_mask2former")
+    value, locations, weights = _random_inputs(dtype)
+    out, grads = _grads(multi_scale_deformable_attention, value, locations, weights)
+    expected, expected_grads = _grads(modeling.multi_scale_deformable_attention, value, locations, weights)
+    atol = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, expected, rtol=0, atol=atol)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=atol)
+
+
+def test_rejects_shapes_that_do_not_cover_the_sequence():
+    value, locations, weights = _random_inputs()
+    with pytest.raises(ValueError):
+        multi_scale_deformable_attention(value, SPATIAL_SHAPES[:2], locations[:, :, :, :2], weights[:, :, :, :2])
+
+
+def test_initialisation():
+    attn = MultiScaleDeformableAttention(embed_dim=16, num_heads=4, num_levels=3, num_points=2)
+    assert set(dict(attn.named_parameters())) == {
+        f"{name}.{kind}"
+        for name in ("sampling_offsets", "attention_weights", "value_proj", "output_proj")
+        for kind in ("weight", "bias")
+    }
+    assert attn.sampling_offsets.weight.abs().sum() == 0
+    assert attn.attention_weights.weight.abs().sum() == 0 and attn.attention_weights.bias.abs().sum() == 0
+    assert attn.value_proj.bias.abs().sum() == 0 and attn.output_proj.bias.abs().sum() == 0
+    grid = attn.sampling_offsets.bias.view(4, 3, 2, 2)  # (nh, L, P, 2)
+    # head h points along angle 2*pi*h/4 (right, down, left, up), point p at distance p + 1, on every level
+    directions = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    expected = directions[:, None, None, :] * torch.tensor([1.0, 2.0])[None, None, :, None]
+    torch.testing.assert_close(grid, expected.expand(4, 3, 2, 2), atol=1e-6, rtol=0)
+    # the diagonal heads of an 8-head module are scaled so that max(|x|, |y|) = 1
+    attn8 = MultiScaleDeformableAttention(embed_dim=16, num_heads=8, num_levels=1, num_points=1)
+    assert torch.allclose(attn8.sampling_offsets.bias.view(8, 2)[1], torch.tensor([1.0, 1.0]))
+
+
+def test_module_matches_transformers_module():
+    modeling = pytest.importorskip("transformers.models.mask2former.modeling_mask2former")
+    torch.manual_seed(0)
+    ours = MultiScaleDeformableAttention(embed_dim=16, num_heads=4, num_levels=3, num_points=2)
+    theirs = modeling.Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention(16, 4, 3, 2)
+    with torch.no_grad():
+        for param in theirs.parameters():
+            param.normal_(0, 0.5)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+
+    seq_len = sum(h * w for h, w in SPATIAL_SHAPES)
+    hidden = torch.randn(2, seq_len, 16)
+    pos = torch.randn(1, seq_len, 16)
+    reference = torch.rand(2, seq_len, 3, 2)
+    out, weights = ours(hidden, pos, reference, SPATIAL_SHAPES)
+    expected, expected_weights = theirs(
+        hidden_states=hidden,
+        encoder_hidden_states=hidden,
+        position_embeddings=pos,
+        reference_points=reference,
+        spatial_shapes_list=SPATIAL_SHAPES,
+    )
+    assert out.shape == (2, seq_len, 16) and weights.shape == (2, seq_len, 4, 3, 2)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(weights, expected_weights, rtol=0, atol=1e-6)
+    # one reference point shared by all levels broadcasts like the expanded tensor
+    shared = reference[:, :, :1]
+    torch.testing.assert_close(
+        ours(hidden, pos, shared, SPATIAL_SHAPES)[0], ours(hidden, pos, shared.expand(-1, -1, 3, -1), SPATIAL_SHAPES)[0]
+    )
+    # softmax over levels x points
+    torch.testing.assert_close(weights.detach().sum(dim=(-2, -1)), torch.ones(2, seq_len, 4))

@@ -1,1 +1,20 @@
-"""Mask2Former: universal image segmentation."""
+"""Mask2Former: universal image segmentation (panoptic, instance, semantic) with transformers-compatible weights.
+
+The public names match transformers' Mask2Former API, so switching is a change of import.
+"""
+
+from mask2former.config import Mask2FormerConfig, SwinConfig
+from mask2former.modeling.model import Mask2FormerForUniversalSegmentation, Mask2FormerModel
+from mask2former.modeling.outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Mask2FormerConfig",
+    "Mask2FormerForUniversalSegmentation",
+    "Mask2FormerForUniversalSegmentationOutput",
+    "Mask2FormerModel",
+    "Mask2FormerModelOutput",
+    "SwinConfig",
+    "__version__",
+]

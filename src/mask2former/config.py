@@ -1,0 +1,496 @@
+"""Configuration objects that read and write transformers' ``config.json`` schema for Mask2Former.
+
+``Mask2FormerConfig`` is the flat public schema users know from transformers. It holds numbers only; turning it into
+modules happens in one place, ``mask2former.modeling.builder``. Keys we do not use (hub configs carry many) are kept
+verbatim so that a config loaded and saved again loses nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "config.json"
+
+_SUPPORTED_ACTIVATIONS = ("relu", "gelu", "silu", "swish", "tanh", "gelu_new", "quick_gelu", "leaky_relu")
+
+
+class ConfigError(ValueError):
+    """A configuration value that this library cannot build a model from."""
+
+
+class SwinConfig:
+    """Hyper-parameters of a Swin Transformer backbone, in transformers' ``SwinConfig`` schema (``model_type: swin``).
+
+    The defaults are those of transformers' ``SwinConfig``; ``Mask2FormerConfig`` uses different ones (Swin with
+    depths [2, 2, 18, 2] and drop path 0.3) when no backbone is given.
+    """
+
+    model_type = "swin"
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 4,
+        num_channels: int = 3,
+        embed_dim: int = 96,
+        depths: list[int] | tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: list[int] | tuple[int, ...] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        drop_path_rate: float = 0.1,
+        hidden_act: str = "gelu",
+        use_absolute_embeddings: bool = False,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-5,
+        encoder_stride: int = 32,
+        out_features: list[str] | None = None,
+        out_indices: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.embed_dim = embed_dim
+        self.depths = list(depths)
+        self.num_heads = list(num_heads)
+        self.window_size = window_size
+        self.mlp_ratio = mlp_ratio
+        self.qkv_bias = qkv_bias
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
+        self.hidden_act = hidden_act
+        self.use_absolute_embeddings = use_absolute_embeddings
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.encoder_stride = encoder_stride
+        self.out_indices = _resolve_out_indices(out_features, out_indices, self.stage_names)
+        # Derived keys that transformers writes; recomputed, never trusted from the file.
+        for derived in ("num_layers", "hidden_size", "stage_names", "model_type"):
+            kwargs.pop(derived, None)
+        self.extra: dict[str, Any] = kwargs
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.depths)
+
+    @property
+    def hidden_size(self) -> int:
+        """Channels of the last stage."""
+        return int(self.embed_dim * 2 ** (len(self.depths) - 1))
+
+    @property
+    def stage_names(self) -> list[str]:
+        return ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
+
+    @property
+    def out_features(self) -> list[str]:
+        return [self.stage_names[i] for i in self.out_indices]
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for values our Swin implementation does not support."""
+        if len(self.depths) != len(self.num_heads):
+            raise ConfigError(
+                f"Swin backbone_config has {len(self.depths)} depths but {len(self.num_heads)} num_heads; "
+                "give one head count per stage."
+            )
+        for stage, heads in enumerate(self.num_heads):
+            channels = self.embed_dim * 2**stage
+            if channels % heads != 0:
+                raise ConfigError(
+                    f"Swin stage {stage + 1} has {channels} channels, not divisible by its {heads} heads; "
+                    "change embed_dim or num_heads."
+                )
+        if self.use_absolute_embeddings:
+            raise ConfigError(
+                "Swin backbone_config.use_absolute_embeddings=True is not supported (no Mask2Former checkpoint uses "
+                "it); set it to false."
+            )
+        if self.hidden_act not in _SUPPORTED_ACTIVATIONS:
+            raise ConfigError(
+                f"Swin backbone_config.hidden_act={self.hidden_act!r} is not supported; use one of "
+                f"{', '.join(_SUPPORTED_ACTIVATIONS)}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out.update(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            num_channels=self.num_channels,
+            embed_dim=self.embed_dim,
+            depths=list(self.depths),
+            num_heads=list(self.num_heads),
+            window_size=self.window_size,
+            mlp_ratio=self.mlp_ratio,
+            qkv_bias=self.qkv_bias,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+            drop_path_rate=self.drop_path_rate,
+            hidden_act=self.hidden_act,
+            use_absolute_embeddings=self.use_absolute_embeddings,
+            initializer_range=self.initializer_range,
+            layer_norm_eps=self.layer_norm_eps,
+            encoder_stride=self.encoder_stride,
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            stage_names=self.stage_names,
+            out_features=self.out_features,
+            out_indices=list(self.out_indices),
+            model_type=self.model_type,
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SwinConfig:
+        return cls(**data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SwinConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"SwinConfig({json.dumps(self.to_dict(), sort_keys=True)})"
+
+
+def _resolve_out_indices(
+    out_features: list[str] | None, out_indices: list[int] | None, stage_names: list[str]
+) -> list[int]:
+    if out_features is None and out_indices is None:
+        return [len(stage_names) - 1]  # transformers' default: the last stage only
+    if out_features is not None:
+        unknown = [name for name in out_features if name not in stage_names]
+        if unknown:
+            raise ConfigError(f"Swin out_features {unknown} are not stage names; choose from {stage_names}.")
+        from_features = [stage_names.index(name) for name in out_features]
+        if out_indices is not None and list(out_indices) != from_features:
+            raise ConfigError(f"Swin out_features {out_features} and out_indices {out_indices} disagree.")
+        return from_features
+    return [i % len(stage_names) for i in out_indices]  # type: ignore[union-attr]
+
+
+_BACKBONE_CONFIGS: dict[str, type[SwinConfig]] = {"swin": SwinConfig}
+
+
+def _default_backbone_config() -> SwinConfig:
+    return SwinConfig(
+        embed_dim=96,
+        depths=[2, 2, 18, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=7,
+        drop_path_rate=0.3,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+
+
+def backbone_config_from_dict(data: dict[str, Any]) -> SwinConfig:
+    """Build the backbone config named by ``data['model_type']`` (only ``swin`` is supported)."""
+    model_type = data.get("model_type", "swin")
+    if model_type not in _BACKBONE_CONFIGS:
+        raise ConfigError(
+            f"Backbone type {model_type!r} is not supported; mask2former supports: "
+            f"{', '.join(sorted(_BACKBONE_CONFIGS))}. Use a Swin checkpoint or a Swin backbone_config."
+        )
+    fields = {k: v for k, v in data.items() if k != "model_type"}
+    return _BACKBONE_CONFIGS[model_type](**fields)
+
+
+# Keys transformers' PretrainedConfig writes for every model; we keep them as plain attributes.
+_COMMON_KEYS = ("output_hidden_states", "output_attentions", "return_dict")
+
+
+class Mask2FormerConfig:
+    """Every hyper-parameter of a Mask2Former model, with transformers' names and defaults.
+
+    ``num_labels``/``id2label``/``label2id`` describe the classes (the class head predicts ``num_labels + 1`` logits,
+    the last one being "no object"). Unknown keyword arguments are stored and written back unchanged.
+    """
+
+    model_type = "mask2former"
+
+    def __init__(
+        self,
+        backbone_config: SwinConfig | dict[str, Any] | None = None,
+        feature_size: int = 256,
+        mask_feature_size: int = 256,
+        hidden_dim: int = 256,
+        encoder_feedforward_dim: int = 1024,
+        activation_function: str = "relu",
+        encoder_layers: int = 6,
+        decoder_layers: int = 10,
+        num_attention_heads: int = 8,
+        dropout: float = 0.0,
+        dim_feedforward: int = 2048,
+        pre_norm: bool = False,
+        enforce_input_projection: bool = False,
+        common_stride: int = 4,
+        ignore_value: int = 255,
+        num_queries: int = 100,
+        no_object_weight: float = 0.1,
+        class_weight: float = 2.0,
+        mask_weight: float = 5.0,
+        dice_weight: float = 5.0,
+        train_num_points: int = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        init_std: float = 0.02,
+        init_xavier_std: float = 1.0,
+        use_auxiliary_loss: bool = True,
+        feature_strides: list[int] | tuple[int, ...] = (4, 8, 16, 32),
+        output_auxiliary_logits: bool | None = None,
+        backbone: str | None = None,
+        use_pretrained_backbone: bool = False,
+        use_timm_backbone: bool = False,
+        backbone_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if backbone is not None and backbone_config is None:
+            raise ConfigError(
+                f"backbone={backbone!r} asks for a named backbone to be looked up; this library builds the backbone "
+                "from backbone_config only. Pass backbone_config=SwinConfig(...) (or its dict) instead."
+            )
+        if use_pretrained_backbone or use_timm_backbone:
+            raise ConfigError(
+                "use_pretrained_backbone/use_timm_backbone are not supported: load a full Mask2Former checkpoint with "
+                "from_pretrained, or initialise the backbone weights yourself."
+            )
+        if backbone_kwargs:
+            raise ConfigError("backbone_kwargs is not supported; put backbone settings in backbone_config.")
+        if backbone_config is None:
+            backbone_config = _default_backbone_config()
+        elif isinstance(backbone_config, dict):
+            backbone_config = backbone_config_from_dict(backbone_config)
+        elif not isinstance(backbone_config, SwinConfig):
+            backbone_config = _convert_foreign_backbone_config(backbone_config)
+        self.backbone_config: SwinConfig = backbone_config
+
+        self.feature_size = feature_size
+        self.mask_feature_size = mask_feature_size
+        self.hidden_dim = hidden_dim
+        self.encoder_feedforward_dim = encoder_feedforward_dim
+        self.activation_function = activation_function
+        self.encoder_layers = encoder_layers
+        self.decoder_layers = decoder_layers
+        self.num_attention_heads = num_attention_heads
+        self.dropout = dropout
+        self.dim_feedforward = dim_feedforward
+        self.pre_norm = pre_norm
+        self.enforce_input_projection = enforce_input_projection
+        self.common_stride = common_stride
+        self.ignore_value = ignore_value
+        self.num_queries = num_queries
+        self.no_object_weight = no_object_weight
+        self.class_weight = class_weight
+        self.mask_weight = mask_weight
+        self.dice_weight = dice_weight
+        self.train_num_points = train_num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.init_std = init_std
+        self.init_xavier_std = init_xavier_std
+        self.use_auxiliary_loss = use_auxiliary_loss
+        self.feature_strides = list(feature_strides)
+        self.output_auxiliary_logits = output_auxiliary_logits
+
+        self.output_hidden_states: bool = bool(kwargs.pop("output_hidden_states", False))
+        self.output_attentions: bool = bool(kwargs.pop("output_attentions", False))
+        self.return_dict: bool = bool(kwargs.pop("return_dict", True))
+
+        id2label = kwargs.pop("id2label", None)
+        label2id = kwargs.pop("label2id", None)
+        num_labels = kwargs.pop("num_labels", None)
+        if id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in id2label.items()}
+            if num_labels is not None and num_labels != len(self.id2label):
+                raise ConfigError(f"num_labels={num_labels} but id2label has {len(self.id2label)} entries.")
+        else:
+            self.id2label = {i: f"LABEL_{i}" for i in range(2 if num_labels is None else num_labels)}
+        if label2id is not None:
+            self.label2id = {str(k): int(v) for k, v in label2id.items()}
+        else:
+            self.label2id = {name: i for i, name in self.id2label.items()}
+        for derived in ("model_type", "transformers_version"):
+            kwargs.pop(derived, None)
+        self.extra: dict[str, Any] = kwargs
+
+    # --- labels -------------------------------------------------------------------------------------------------
+
+    @property
+    def num_labels(self) -> int:
+        """Number of real classes (the "no object" logit is extra)."""
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, value: int) -> None:
+        if value != self.num_labels:
+            self.id2label = {i: f"LABEL_{i}" for i in range(value)}
+            self.label2id = {name: i for i, name in self.id2label.items()}
+
+    # --- construction helpers -----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_backbone_config(cls, backbone_config: SwinConfig | dict[str, Any], **kwargs: Any) -> Mask2FormerConfig:
+        """A Mask2Former config around the given backbone config; other fields from ``kwargs`` or defaults."""
+        return cls(backbone_config=backbone_config, **kwargs)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first field whose value we cannot build a model from."""
+        self.backbone_config.validate()
+        checks = [
+            (self.hidden_dim % self.num_attention_heads == 0,
+             f"hidden_dim={self.hidden_dim} must be divisible by num_attention_heads={self.num_attention_heads}"),
+            (self.feature_size % self.num_attention_heads == 0,
+             f"feature_size={self.feature_size} must be divisible by num_attention_heads={self.num_attention_heads}"),
+            (self.feature_size % 32 == 0,
+             f"feature_size={self.feature_size} must be a multiple of 32 (the pixel decoder uses GroupNorm(32))"),
+            (self.decoder_layers >= 1, f"decoder_layers={self.decoder_layers} must be at least 1"),
+            (self.encoder_layers >= 0, f"encoder_layers={self.encoder_layers} must be non-negative"),
+            (self.num_queries >= 1, f"num_queries={self.num_queries} must be at least 1"),
+            (self.activation_function in _SUPPORTED_ACTIVATIONS,
+             f"activation_function={self.activation_function!r} is not one of {', '.join(_SUPPORTED_ACTIVATIONS)}"),
+            (len(self.backbone_config.out_indices) == 4,
+             f"the backbone must return 4 feature maps (strides 4..32); backbone_config.out_features is "
+             f"{self.backbone_config.out_features}"),
+            (self.common_stride in (1, 2, 4, 8) and self.common_stride <= min(self.feature_strides),
+             f"common_stride={self.common_stride} must be a power of two no larger than the finest feature stride"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"Unsupported Mask2Former config: {message}.")
+
+    # --- (de)serialisation --------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out.update(
+            backbone_config=self.backbone_config.to_dict(),
+            feature_size=self.feature_size,
+            mask_feature_size=self.mask_feature_size,
+            hidden_dim=self.hidden_dim,
+            encoder_feedforward_dim=self.encoder_feedforward_dim,
+            activation_function=self.activation_function,
+            encoder_layers=self.encoder_layers,
+            decoder_layers=self.decoder_layers,
+            num_attention_heads=self.num_attention_heads,
+            dropout=self.dropout,
+            dim_feedforward=self.dim_feedforward,
+            pre_norm=self.pre_norm,
+            enforce_input_projection=self.enforce_input_projection,
+            common_stride=self.common_stride,
+            ignore_value=self.ignore_value,
+            num_queries=self.num_queries,
+            no_object_weight=self.no_object_weight,
+            class_weight=self.class_weight,
+            mask_weight=self.mask_weight,
+            dice_weight=self.dice_weight,
+            train_num_points=self.train_num_points,
+            oversample_ratio=self.oversample_ratio,
+            importance_sample_ratio=self.importance_sample_ratio,
+            init_std=self.init_std,
+            init_xavier_std=self.init_xavier_std,
+            use_auxiliary_loss=self.use_auxiliary_loss,
+            feature_strides=list(self.feature_strides),
+            output_auxiliary_logits=self.output_auxiliary_logits,
+            output_hidden_states=self.output_hidden_states,
+            output_attentions=self.output_attentions,
+            return_dict=self.return_dict,
+            id2label={str(k): v for k, v in self.id2label.items()},
+            label2id=dict(self.label2id),
+            model_type=self.model_type,
+        )
+        out.setdefault("architectures", ["Mask2FormerForUniversalSegmentation"])
+        return out
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(self.to_json_string(), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> Mask2FormerConfig:
+        model_type = data.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ConfigError(
+                f"This config.json describes a {model_type!r} model, not 'mask2former'; point at a Mask2Former "
+                "checkpoint."
+            )
+        merged = copy.deepcopy(data)
+        merged.update(overrides)
+        return cls(**merged)
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike[str]) -> Mask2FormerConfig:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON ({err}); it should be a Mask2Former config.json.") from err
+        return cls.from_dict(data)
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` into ``save_directory`` (created if needed); returns the file's path."""
+        directory = Path(save_directory)
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(f"{directory} exists and is not a directory; choose a directory to save into.")
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / CONFIG_NAME
+        self.to_json_file(path)
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **overrides: Any,
+    ) -> Mask2FormerConfig:
+        """Read ``config.json`` from a directory, a file path, or a hub repository id."""
+        from mask2former.io.hub import resolve_file
+
+        source = Path(pretrained_model_name_or_path)
+        if source.is_file():
+            path = source
+        else:
+            path = resolve_file(
+                pretrained_model_name_or_path,
+                CONFIG_NAME,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+            )
+        config = cls.from_json_file(path)
+        for key, value in overrides.items():
+            if key == "num_labels":
+                config.num_labels = value
+            elif hasattr(config, key):
+                setattr(config, key, value)
+            else:
+                config.extra[key] = value
+        return config
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mask2FormerConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Mask2FormerConfig {self.to_json_string()}"
+
+
+def _convert_foreign_backbone_config(config: Any) -> SwinConfig:
+    """Accept another library's backbone config object (e.g. transformers' SwinConfig) through its ``to_dict``."""
+    to_dict = getattr(config, "to_dict", None)
+    if to_dict is None:
+        raise ConfigError(
+            f"backbone_config must be a SwinConfig, a dict, or an object with to_dict(); got {type(config).__name__}."
+        )
+    return backbone_config_from_dict(to_dict())

@@ -1,0 +1,131 @@
+"""``from_pretrained`` / ``save_pretrained`` for the model classes, in transformers' directory format.
+
+A checkpoint directory holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``). Keys of a full
+segmentation checkpoint start with ``model.``; a bare ``Mask2FormerModel`` checkpoint has no prefix. Either loads into
+either class: the body takes what it needs, the head keys are reported as ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from mask2former.config import Mask2FormerConfig
+from mask2former.io.checkpoint import (
+    SAFE_WEIGHTS_NAME,
+    TORCH_WEIGHTS_NAME,
+    LoadReport,
+    load_into_model,
+    read_checkpoint_weights,
+    to_file_layout,
+    to_native_layout,
+    write_safetensors_atomically,
+)
+
+ModelT = TypeVar("ModelT", bound="PretrainedMixin")
+
+_HEAD_PREFIXES = ("class_predictor.", "criterion.")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def _to_full_keys(weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Give a bare-body checkpoint (keys ``pixel_level_module.…``) the ``model.`` prefix of a full one."""
+    if any(key.startswith("model.") for key in weights):
+        return weights
+    return {(key if key.startswith(_HEAD_PREFIXES) else f"model.{key}"): value for key, value in weights.items()}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return None
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)} or a torch.dtype.")
+    return _DTYPES[dtype]
+
+
+class PretrainedMixin:
+    """Adds ``from_pretrained``, ``save_pretrained`` and ``num_parameters`` to a Mask2Former ``nn.Module``."""
+
+    config: Mask2FormerConfig
+    load_report: LoadReport | None = None
+
+    @classmethod
+    def _is_body(cls) -> bool:
+        return cls.__name__ == "Mask2FormerModel"
+
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT],
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        *,
+        config: Mask2FormerConfig | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        strict: bool = True,
+        ignore_mismatched_sizes: bool = False,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **config_overrides: Any,
+    ) -> ModelT:
+        """Load a checkpoint directory or hub id (e.g. ``facebook/mask2former-swin-tiny-coco-panoptic``).
+
+        ``config_overrides`` change config fields before the model is built (e.g. ``num_labels=3`` with
+        ``ignore_mismatched_sizes=True`` to start fine-tuning with a new class head). Returns the model in eval mode on
+        ``device`` with ``dtype``; ``model.load_report`` says which checkpoint keys were ignored or missing.
+        """
+        hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        if config is None:
+            config = Mask2FormerConfig.from_pretrained(pretrained_model_name_or_path, **hub, **config_overrides)
+        elif config_overrides:
+            raise ValueError("Pass config overrides either inside `config` or as keyword arguments, not both.")
+        weights = _to_full_keys(read_checkpoint_weights(pretrained_model_name_or_path, **hub))
+        weights, ignored = to_native_layout(weights)
+        if cls._is_body():
+            ignored += [key for key in weights if key.startswith(_HEAD_PREFIXES)]
+            weights = {key[len("model."):]: value for key, value in weights.items() if key.startswith("model.")}
+        model = cls(config)  # type: ignore[call-arg]
+        if not cls._is_body():
+            # derived from no_object_weight; older files may lack it
+            weights.setdefault("criterion.empty_weight", model.criterion.empty_weight)  # type: ignore[attr-defined]
+        model.load_report = load_into_model(
+            model, weights, strict=strict, ignore_mismatched_sizes=ignore_mismatched_sizes, ignored=ignored  # type: ignore[arg-type]
+        )
+        model.eval()  # type: ignore[attr-defined]
+        model.to(device=device, dtype=resolve_dtype(dtype))  # type: ignore[attr-defined]
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *, safe_serialization: bool = True) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``) in transformers' layout.
+
+        The directory is created if needed; existing files of those two names in it are replaced.
+        """
+        directory = Path(save_directory)
+        config = self.config
+        config.extra["architectures"] = [type(self).__name__]
+        config.save_pretrained(directory)
+        module: nn.Module = self  # type: ignore[assignment]
+        tensors = to_file_layout(
+            module.state_dict(),
+            backbone_channels=config.backbone_config.hidden_size,
+            num_labels=None if self._is_body() else config.num_labels,
+            no_object_weight=None if self._is_body() else config.no_object_weight,
+            prefix="" if self._is_body() else "model.",
+        )
+        if safe_serialization:
+            write_safetensors_atomically(tensors, directory / SAFE_WEIGHTS_NAME)
+        else:
+            torch.save(tensors, directory / TORCH_WEIGHTS_NAME)
+        return directory
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        module: nn.Module = self  # type: ignore[assignment]
+        return sum(p.numel() for p in module.parameters() if p.requires_grad or not only_trainable)

@@ -1,0 +1,444 @@
+"""Swin Transformer backbone (Liu et al., 2021) with the parameter names of transformers' ``SwinBackbone`` files.
+
+The data path: a 4x4 patch embedding, then stages of Swin blocks (window attention with a relative position bias, every
+second block on windows shifted by half a window), with a 2x2 patch merging between stages. Each requested stage's map
+is taken before its patch merging, layer-normed, and returned as (B, C_s, H_s, W_s).
+
+Every map is kept channels-last, (B, H, W, C), inside the backbone. Module and attribute names follow the checkpoint
+layout (``attention.self.query``, ``intermediate.dense``, ...) so that state dicts load without renaming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mask2former.modeling.backbones import FeatureInfo
+
+_ACTIVATIONS = {
+    "gelu": lambda: nn.GELU(),
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "relu": lambda: nn.ReLU(),
+    "silu": lambda: nn.SiLU(),
+    "swish": lambda: nn.SiLU(),
+}
+
+
+def window_partition(x: Tensor, window_size: int) -> Tensor:
+    """Cut a map whose sides are multiples of ``window_size`` into non-overlapping square windows.
+
+    (B, H, W, C) -> (B, nW, N, C) with nW = (H / w) * (W / w) windows in row-major order and N = w * w tokens per
+    window, also in row-major order.
+    """
+    B, H, W, C = x.shape
+    w = window_size
+    x = x.view(B, H // w, w, W // w, w, C)  # (B, H/w, w, W/w, w, C)
+    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/w, W/w, w, w, C)
+    return x.reshape(B, (H // w) * (W // w), w * w, C)  # (B, nW, N, C)
+
+
+def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -> Tensor:
+    """Inverse of :func:`window_partition`: (B, nW, N, C) -> (B, H, W, C) with H = ``height``, W = ``width``."""
+    B, _, _, C = windows.shape
+    w = window_size
+    x = windows.view(B, height // w, width // w, w, w, C)  # (B, H/w, W/w, w, w, C)
+    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/w, w, W/w, w, C)
+    return x.reshape(B, height, width, C)  # (B, H, W, C)
+
+
+def relative_position_index(window_size: int) -> Tensor:
+    """Row of the bias table used by each (query, key) token pair of a window.
+
+    Returns a long tensor (N, N), N = w * w: for tokens at (y1, x1) and (y2, x2) the entry is
+    (y1 - y2 + w - 1) * (2w - 1) + (x1 - x2 + w - 1), an index into a table of (2w - 1)^2 rows.
+    """
+    w = window_size
+    ys, xs = torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")  # (w, w) each
+    coords = torch.stack((ys.flatten(), xs.flatten()))  # (2, N)
+    delta = coords[:, :, None] - coords[:, None, :] + (w - 1)  # (2, N, N), each entry in [0, 2w - 2]
+    return delta[0] * (2 * w - 1) + delta[1]  # (N, N)
+
+
+def shifted_window_mask(
+    height: int, width: int, window_size: int, shift_size: int, *, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Additive attention mask for windows cut from a map rolled up and left by ``shift_size``.
+
+    After the roll, the last window row and column hold tokens from up to three separate regions per axis (the map's
+    interior, its last ``window - shift`` rows or columns, and the ``shift`` rows or columns that wrapped around).
+    Tokens of different regions must not attend to each other: such pairs get -100, the rest 0.
+
+    ``height`` and ``width`` are the padded map size (multiples of the window). Returns (nW, N, N).
+    """
+
+    def regions(size: int) -> Tensor:
+        index = torch.arange(size, device=device)
+        return (index >= size - window_size).long() + (index >= size - shift_size).long()  # (size,) in {0, 1, 2}
+
+    region = regions(height)[:, None] * 3 + regions(width)[None, :]  # (H, W)
+    region = window_partition(region[None, :, :, None], window_size)[0, :, :, 0]  # (nW, N)
+    different = region[:, :, None] != region[:, None, :]  # (nW, N, N)
+    return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill(different, -100.0)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a residual branch for a random subset of samples, rescaling the rest."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1.0 - self.drop_prob
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep_prob)  # (B, 1, ..., 1)
+        return x * keep / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class PatchEmbeddings(nn.Module):
+    """Non-overlapping patches projected by a strided convolution."""
+
+    def __init__(self, num_channels: int, embed_dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.projection = nn.Conv2d(num_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, C, ceil(H / p), ceil(W / p)); the image is zero-padded right and bottom first."""
+        _, _, H, W = pixel_values.shape
+        p = self.patch_size
+        pixel_values = F.pad(pixel_values, (0, -W % p, 0, -H % p))  # (B, 3, H', W'), multiples of p
+        return self.projection(pixel_values)
+
+
+class Embeddings(nn.Module):
+    """Patch embedding followed by a LayerNorm (the stem of the backbone)."""
+
+    def __init__(self, num_channels: int, embed_dim: int, patch_size: int, dropout: float) -> None:
+        super().__init__()
+        self.patch_embeddings = PatchEmbeddings(num_channels, embed_dim, patch_size)
+        self.norm = nn.LayerNorm(embed_dim)  # default eps, as in the reference (not layer_norm_eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, H/p, W/p, C)."""
+        x = self.patch_embeddings(pixel_values).permute(0, 2, 3, 1)  # (B, H/p, W/p, C)
+        return self.dropout(self.norm(x))
+
+
+class DenseOutput(nn.Module):
+    """A Linear layer followed by an optional activation and dropout; named ``dense`` as in the checkpoints."""
+
+    def __init__(
+        self, in_features: int, out_features: int, *, activation: str | None = None, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_features, out_features)
+        self.activation = _ACTIVATIONS[activation]() if activation is not None else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.activation(self.dense(x)))
+
+
+class WindowSelfAttention(nn.Module):
+    """Multi-head self-attention inside each window, with a learned bias per relative position and head."""
+
+    def __init__(
+        self, dim: int, num_heads: int, window_size: int, *, qkv_bias: bool, attention_dropout: float
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"channels ({dim}) must be divisible by the number of heads ({num_heads})")
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.attention_dropout = attention_dropout
+        self.query = nn.Linear(dim, dim, bias=qkv_bias)
+        self.key = nn.Linear(dim, dim, bias=qkv_bias)
+        self.value = nn.Linear(dim, dim, bias=qkv_bias)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        # Derived from the window size alone: rebuilt here, never saved or loaded.
+        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+
+    def relative_position_bias(self) -> Tensor:
+        """The bias added to the attention logits of every window: (nh, N, N)."""
+        N = self.window_size**2
+        bias = self.relative_position_bias_table[self.relative_position_index.flatten()]  # (N * N, nh)
+        return bias.view(N, N, self.num_heads).permute(2, 0, 1)  # (nh, N, N)
+
+    def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
+        """Attend within each window.
+
+        ``windows`` is (B, nW, N, C); ``shift_mask`` is None or the additive (nW, N, N) mask of shifted windows.
+        Returns (B, nW, N, C), before the output projection.
+        """
+        B, nW, N, C = windows.shape
+        nh = self.num_heads
+
+        def split_heads(x: Tensor) -> Tensor:
+            x = x.view(B, nW, N, nh, C // nh).transpose(2, 3)  # (B, nW, nh, N, hs)
+            return x.reshape(B, nW * nh, N, C // nh)  # (B, nW * nh, N, hs)
+
+        # Windows and heads share the attention's head axis, so one (nW * nh, N, N) mask serves the whole batch.
+        q, k, v = split_heads(self.query(windows)), split_heads(self.key(windows)), split_heads(self.value(windows))
+        mask = self.relative_position_bias().expand(nW, nh, N, N)  # (nW, nh, N, N)
+        if shift_mask is not None:
+            mask = mask + shift_mask[:, None]  # (nW, nh, N, N)
+        mask = mask.reshape(1, nW * nh, N, N).to(q.dtype)  # (1, nW * nh, N, N)
+        dropout = self.attention_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nW * nh, N, hs)
+        out = out.view(B, nW, nh, N, C // nh).transpose(2, 3)  # (B, nW, N, nh, hs)
+        return out.reshape(B, nW, N, C)  # (B, nW, N, C)
+
+
+class Attention(nn.Module):
+    """Window self-attention (``self``) followed by its output projection (``output``), as the checkpoints name them."""
+
+    def __init__(
+        self, dim: int, num_heads: int, window_size: int, *, qkv_bias: bool, attention_dropout: float, dropout: float
+    ) -> None:
+        super().__init__()
+        self.self = WindowSelfAttention(
+            dim, num_heads, window_size, qkv_bias=qkv_bias, attention_dropout=attention_dropout
+        )
+        self.output = DenseOutput(dim, dim, dropout=dropout)
+
+    def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
+        """(B, nW, N, C) -> (B, nW, N, C)."""
+        return self.output(self.self(windows, shift_mask))
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm transformer block on (shifted) windows: x + attention(LN(x)), then x + MLP(LN(x)).
+
+    The map is zero-padded right and bottom to a multiple of the window (after the first LayerNorm) and cropped back
+    after the attention. Window and shift are used as given for every map size, however small: the reference backbone
+    runs its blocks with ``always_partition=True``, which skips the clamping transformers' ``SwinModel`` applies when
+    the map is not larger than the window, so tiny maps are padded up to one full (possibly shifted) window.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        *,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        hidden_act: str,
+        layer_norm_eps: float,
+        drop_path: float,
+        dropout: float,
+        attention_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        hidden_dim = int(dim * mlp_ratio)
+        self.layernorm_before = nn.LayerNorm(dim, eps=layer_norm_eps)
+        self.attention = Attention(
+            dim, num_heads, window_size, qkv_bias=qkv_bias, attention_dropout=attention_dropout, dropout=dropout
+        )
+        self.layernorm_after = nn.LayerNorm(dim, eps=layer_norm_eps)
+        self.intermediate = DenseOutput(dim, hidden_dim, activation=hidden_act)
+        self.output = DenseOutput(hidden_dim, dim, dropout=dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, shift_mask: Tensor | None = None) -> Tensor:
+        """(B, H, W, C) -> (B, H, W, C). ``shift_mask``: the (nW, N, N) mask of the padded map, for shifted blocks."""
+        _, H, W, _ = x.shape
+        w, s = self.window_size, self.shift_size
+
+        y = self.layernorm_before(x)
+        y = F.pad(y, (0, 0, 0, -W % w, 0, -H % w))  # (B, Hp, Wp, C), multiples of w
+        Hp, Wp = y.shape[1:3]
+        if s > 0:
+            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
+        y = self.attention(window_partition(y, w), shift_mask if s > 0 else None)  # (B, nW, N, C)
+        y = window_reverse(y, w, Hp, Wp)  # (B, Hp, Wp, C)
+        if s > 0:
+            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
+        x = x + self.drop_path(y[:, :H, :W])  # (B, H, W, C)
+
+        # Stochastic depth on both residual branches, as in the original Swin that Mask2Former trained with
+        # (transformers' Swin applies it to the attention branch only; the two agree in eval mode).
+        return x + self.drop_path(self.output(self.intermediate(self.layernorm_after(x))))
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhoods concatenated (4C), normalised and projected to 2C: halves the resolution."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)  # default eps, as in the reference
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, H, W, C) -> (B, ceil(H / 2), ceil(W / 2), 2C); odd sides are zero-padded right and bottom."""
+        _, H, W, _ = x.shape
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # (B, H', W', C), even sides
+        # order of the concatenation: (row, col) = (0, 0), (1, 0), (0, 1), (1, 1)
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        return self.reduction(self.norm(x))  # (B, H'/2, W'/2, 2C)
+
+
+class SwinStage(nn.Module):
+    """Blocks alternating plain and shifted windows, then (except in the last stage) a patch merging."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        *,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        hidden_act: str,
+        layer_norm_eps: float,
+        drop_paths: Sequence[float],
+        dropout: float,
+        attention_dropout: float,
+        downsample: bool,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = window_size // 2
+        self.blocks = nn.ModuleList(
+            SwinBlock(
+                dim,
+                num_heads,
+                window_size,
+                shift_size=0 if i % 2 == 0 else self.shift_size,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                hidden_act=hidden_act,
+                layer_norm_eps=layer_norm_eps,
+                drop_path=drop_paths[i],
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+            )
+            for i in range(depth)
+        )
+        self.downsample = PatchMerging(dim) if downsample else None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B, H, W, C) -> the stage's map (B, H, W, C) before merging, and the merged map (B, H/2, W/2, 2C) or None."""
+        _, H, W, _ = x.shape
+        w = self.window_size
+        shift_mask = None
+        if len(self.blocks) > 1 and self.shift_size > 0:  # computed once, shared by every shifted block
+            shift_mask = shifted_window_mask(
+                H + (-H % w), W + (-W % w), w, self.shift_size, device=x.device, dtype=x.dtype
+            )  # (nW, N, N)
+        for block in self.blocks:
+            x = block(x, shift_mask)
+        return x, (self.downsample(x) if self.downsample is not None else None)
+
+
+class SwinBackbone(nn.Module):
+    """Swin Transformer returning one feature map per requested stage, finest first.
+
+    Stage s (1-based) has ``embed_dim * 2**(s-1)`` channels at stride ``patch_size * 2**(s-1)``; its output is the
+    map before the stage's patch merging, passed through ``hidden_states_norms.stage{s}``. Inputs of any size work.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_channels: int = 3,
+        patch_size: int = 4,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        hidden_act: str = "gelu",
+        layer_norm_eps: float = 1e-5,
+        drop_path_rate: float = 0.0,
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        out_indices: Sequence[int] = (1, 2, 3, 4),
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        num_stages = len(depths)
+        if len(num_heads) != num_stages:
+            raise ValueError(f"depths ({list(depths)}) and num_heads ({list(num_heads)}) differ in length")
+        if not out_indices or list(out_indices) != sorted(set(out_indices)) or not 1 <= out_indices[0]:
+            raise ValueError(f"out_indices must be increasing stage numbers from 1, got {list(out_indices)}")
+        if out_indices[-1] > num_stages:
+            raise ValueError(f"out_indices {list(out_indices)} ask for more than {num_stages} stages")
+        if hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"unknown hidden_act {hidden_act!r}; known: {sorted(_ACTIVATIONS)}")
+        self.out_indices = tuple(out_indices)
+        self.init_std = init_std
+
+        self.embeddings = Embeddings(num_channels, embed_dim, patch_size, hidden_dropout_prob)
+        # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
+        num_blocks = sum(depths)
+        drop_paths = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+        encoder = nn.Module()  # a bare container, so that names read ``encoder.layers.{s}``
+        encoder.layers = nn.ModuleList(
+            SwinStage(
+                embed_dim * 2**i,
+                depths[i],
+                num_heads[i],
+                window_size,
+                drop_paths=drop_paths[sum(depths[:i]) : sum(depths[: i + 1])],
+                downsample=i < num_stages - 1,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                hidden_act=hidden_act,
+                layer_norm_eps=layer_norm_eps,
+                dropout=hidden_dropout_prob,
+                attention_dropout=attention_probs_dropout_prob,
+            )
+            for i in range(num_stages)
+        )
+        self.encoder = encoder
+        self.feature_info = [
+            FeatureInfo(channels=embed_dim * 2 ** (s - 1), stride=patch_size * 2 ** (s - 1)) for s in self.out_indices
+        ]
+        self.hidden_states_norms = nn.ModuleDict(
+            {f"stage{s}": nn.LayerNorm(info.channels) for s, info in zip(self.out_indices, self.feature_info)}
+        )
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Original Swin initialisation: truncated-normal Linear weights and bias tables, zero biases, unit norms.
+
+        The truncation is at +-2 (absolute), as in the original code. The patch projection keeps PyTorch's default.
+        """
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=self.init_std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, WindowSelfAttention):
+            nn.init.trunc_normal_(module.relative_position_bias_table, std=self.init_std)
+
+    def forward(self, pixel_values: Tensor) -> list[Tensor]:
+        """(B, 3, H, W) -> one (B, C_s, H_s, W_s) map per entry of ``out_indices``, with H_s = ceil(H / stride_s)."""
+        x = self.embeddings(pixel_values)  # (B, H/4, W/4, C)
+        features = []
+        for s, stage in enumerate(self.encoder.layers, start=1):
+            stage_map, x = stage(x)  # (B, H_s, W_s, C_s), then the merged (B, H_s/2, W_s/2, 2C_s) or None
+            if s in self.out_indices:
+                out = self.hidden_states_norms[f"stage{s}"](stage_map)  # (B, H_s, W_s, C_s)
+                features.append(out.permute(0, 3, 1, 2).contiguous())  # (B, C_s, H_s, W_s)
+            if s == self.out_indices[-1]:
+                break  # later stages would feed no output
+        return features

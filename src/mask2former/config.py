@@ -15,7 +15,9 @@ from typing import Any
 
 CONFIG_NAME = "config.json"
 
-_SUPPORTED_ACTIVATIONS = ("relu", "gelu", "silu", "swish", "tanh", "gelu_new", "quick_gelu", "leaky_relu")
+# What our modules implement: the transformer decoder's FFN, and the Swin MLP.
+_DECODER_ACTIVATIONS = ("relu", "gelu", "silu")
+_SWIN_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 
 
 class ConfigError(ValueError):
@@ -113,10 +115,10 @@ class SwinConfig:
                 "Swin backbone_config.use_absolute_embeddings=True is not supported (no Mask2Former checkpoint uses "
                 "it); set it to false."
             )
-        if self.hidden_act not in _SUPPORTED_ACTIVATIONS:
+        if self.hidden_act not in _SWIN_ACTIVATIONS:
             raise ConfigError(
                 f"Swin backbone_config.hidden_act={self.hidden_act!r} is not supported; use one of "
-                f"{', '.join(_SUPPORTED_ACTIVATIONS)}."
+                f"{', '.join(_SWIN_ACTIVATIONS)}."
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -352,8 +354,8 @@ class Mask2FormerConfig:
             (self.decoder_layers >= 1, f"decoder_layers={self.decoder_layers} must be at least 1"),
             (self.encoder_layers >= 0, f"encoder_layers={self.encoder_layers} must be non-negative"),
             (self.num_queries >= 1, f"num_queries={self.num_queries} must be at least 1"),
-            (self.activation_function in _SUPPORTED_ACTIVATIONS,
-             f"activation_function={self.activation_function!r} is not one of {', '.join(_SUPPORTED_ACTIVATIONS)}"),
+            (self.activation_function in _DECODER_ACTIVATIONS,
+             f"activation_function={self.activation_function!r} is not one of {', '.join(_DECODER_ACTIVATIONS)}"),
             (len(self.backbone_config.out_indices) == 4,
              f"the backbone must return 4 feature maps (strides 4..32); backbone_config.out_features is "
              f"{self.backbone_config.out_features}"),

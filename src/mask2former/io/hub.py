@@ -67,14 +67,14 @@ def resolve_file(
             local_files_only=offline,
             token=token,
         )
+    except LocalEntryNotFoundError as err:  # before EntryNotFoundError: in some versions a subclass of it
+        if not required and offline:
+            return None
+        raise CheckpointNotFoundError(_offline_message(name, filename)) from err
     except EntryNotFoundError:
         if required:
             raise CheckpointNotFoundError(f"The hub repository {name} has no file {filename}.") from None
         return None
-    except LocalEntryNotFoundError as err:
-        if not required and offline:
-            return None
-        raise CheckpointNotFoundError(_offline_message(name, filename)) from err
     except Exception as err:  # network errors, unknown repositories, authentication
         if not required and "404" in str(err):
             return None

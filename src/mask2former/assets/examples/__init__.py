@@ -1,0 +1,1 @@
+"""Example images for the demo."""

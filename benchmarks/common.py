@@ -1,0 +1,69 @@
+"""Shared pieces of the benchmark scripts: official-size configs, identical weights in both libraries, timing."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+SWIN = {
+    "swin-tiny": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7),
+    "swin-small": dict(embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24], window_size=7),
+    "swin-base": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12),
+    "swin-large": dict(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12),
+}
+
+
+def config_kwargs(size: str, num_labels: int = 133) -> dict[str, Any]:
+    backbone = dict(SWIN[size], drop_path_rate=0.0, out_features=["stage1", "stage2", "stage3", "stage4"])
+    return dict(backbone_config=backbone, num_labels=num_labels, num_queries=200 if size == "swin-large" else 100)
+
+
+def same_weights_pair(size: str, seed: int = 0):
+    """(ours, transformers') segmentation models of an official size holding identical random weights, eval mode."""
+    import transformers
+
+    from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+    torch.manual_seed(seed)
+    ours = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**config_kwargs(size))).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        ours.save_pretrained(tmp)
+        ref = transformers.Mask2FormerForUniversalSegmentation.from_pretrained(tmp).eval()
+    return ours, ref
+
+
+def time_call(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:
+    """Median wall time in seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine_line() -> str:
+    import transformers
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    return (f"{device}; torch {torch.__version__} ({torch.get_num_threads()} threads); transformers "
+            f"{transformers.__version__}; python {platform.python_version()}")
+
+
+def write_result(path: Path | None, text: str) -> None:
+    print(text)
+    if path is not None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text + "\n")

@@ -165,8 +165,10 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
     sampler = StepSampler(len(dataset), config.batch_size, seed=config.seed, rank=ctx.rank,
                           world_size=ctx.world_size, start=step * accumulation,
                           num_batches=(config.max_steps - step) * accumulation)
+    # its own generator: creating the iterator must not draw from the global RNG restored above
     loader = torch.utils.data.DataLoader(EpochIndexed(dataset), batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=config.num_workers, persistent_workers=config.num_workers > 0)
+                                         num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+                                         generator=torch.Generator().manual_seed(config.seed))
     batches = iter(loader)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16" and device.type == "cuda")

@@ -1,0 +1,188 @@
+"""Turning user inputs (PIL images, numpy arrays, torch tensors) into plain RGB arrays and integer label maps.
+
+Every image leaves here as an (H, W, 3) array that is either ``uint8`` (values 0..255, the fast and
+transformers-compatible path) or ``float32`` (values kept as given). Label maps leave as (H, W) ``int64``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+
+CHANNELS_FIRST = "channels_first"
+CHANNELS_LAST = "channels_last"
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def layout_name(data_format: Any) -> str | None:
+    """Accept "channels_first"/"channels_last", "first"/"last" or an enum whose ``value`` is one of those."""
+    if data_format is None:
+        return None
+    name = str(getattr(data_format, "value", data_format)).lower()
+    if name in (CHANNELS_FIRST, "first", "chw"):
+        return CHANNELS_FIRST
+    if name in (CHANNELS_LAST, "last", "hwc"):
+        return CHANNELS_LAST
+    raise ValueError(f"input_data_format must be 'channels_first' or 'channels_last', got {data_format!r}.")
+
+
+def split_batch(images: Any, what: str = "images") -> list[Any]:
+    """A single image, a list/tuple of images, or a 4-D array/tensor (a batch along axis 0) -> list of images."""
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError(f"Got an empty list of {what}; pass at least one.")
+        return list(images)
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        return list(images)
+    return [images]
+
+
+def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Blend an (H, W, 3) image over a white background with an (H, W, 1) alpha in the same value scale."""
+    if rgb.dtype == np.uint8:
+        a = alpha.astype(np.float64) / 255.0
+        blended = a * rgb + (1.0 - a) * 255.0
+        return np.round(blended).astype(np.uint8)
+    if rgb.min(initial=0.0) < 0.0 or rgb.max(initial=0.0) > 1.0 or alpha.min(initial=0.0) < 0.0 or alpha.max(
+        initial=0.0
+    ) > 1.0:
+        raise ValueError(
+            "A float RGBA image must hold values in [0, 1] to be composited onto white; "
+            "scale it to [0, 1] or pass uint8."
+        )
+    return (alpha * rgb + (1.0 - alpha)).astype(np.float32)
+
+
+def _pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image)
+    if mode in _SIXTEEN_BIT_MODES:
+        # 16-bit greyscale: map 0..65535 onto 0..255 without losing precision (float path).
+        gray = np.asarray(image).astype(np.float32) * np.float32(255.0 / 65535.0)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        gray = np.asarray(image, dtype=np.float32)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(PIL.Image.alpha_composite(white, rgba).convert("RGB"))
+    try:
+        return np.asarray(image.convert("RGB"))
+    except (ValueError, OSError) as error:
+        raise ValueError(f"Cannot convert a PIL image of mode {mode!r} to RGB; convert it to 'RGB' first.") from error
+
+
+def array_to_hwc(array: np.ndarray, data_format: str | None) -> np.ndarray:
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(
+            f"An image must have 2 (H, W) or 3 (C, H, W or H, W, C) dimensions, got shape {tuple(array.shape)}; "
+            "pass a batch as a list or a 4-D array."
+        )
+    if data_format is None:
+        # Same rule as transformers: a leading axis of 1, 3 or 4 wins when both ends could be channels.
+        if array.shape[0] in (1, 3, 4):
+            data_format = CHANNELS_FIRST
+        elif array.shape[2] in (1, 3, 4):
+            data_format = CHANNELS_LAST
+        else:
+            raise ValueError(
+                f"Cannot tell the channel axis of an image of shape {tuple(array.shape)}: neither the first nor the "
+                "last axis has 1, 3 or 4 channels. Pass input_data_format='channels_first' or 'channels_last'."
+            )
+    if data_format == CHANNELS_FIRST:
+        array = np.moveaxis(array, 0, 2)
+    if array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"An image must have 1, 3 or 4 channels, got {array.shape[2]} (shape {tuple(array.shape)}).")
+    return array
+
+
+def _array_to_rgb(array: np.ndarray, data_format: str | None) -> np.ndarray:
+    array = array_to_hwc(array, data_format)  # (H, W, C)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) * np.float32(255.0 / 65535.0)
+    elif np.issubdtype(array.dtype, np.integer) and array.dtype != np.uint8:
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"An integer image of dtype {array.dtype} must hold values in 0..255, got {low}..{high}. "
+                "Pass 8-bit images as uint8, 16-bit images as uint16, or floats."
+            )
+        array = array.astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32, copy=False)
+    elif array.dtype != np.uint8:
+        raise ValueError(f"Unsupported image dtype {array.dtype}; pass uint8, uint16, bool or a float type.")
+
+    channels = array.shape[2]
+    if channels == 1:
+        return np.repeat(array, 3, axis=2)
+    if channels == 4:
+        return _composite_on_white(array[:, :, :3], array[:, :, 3:])
+    return array
+
+
+def to_rgb_array(image: Any, input_data_format: Any = None) -> np.ndarray:
+    """One image -> (H, W, 3) ``uint8`` or ``float32`` array.
+
+    Greyscale is replicated to three channels; alpha (RGBA, LA, palettes with transparency) is composited onto white;
+    16-bit images (uint16 arrays, PIL "I;16"/"I") are mapped from 0..65535 to 0..255 as floats; other integer arrays
+    must hold 0..255; float arrays are kept as they are.
+    """
+    if isinstance(image, PIL.Image.Image):
+        return _pil_to_rgb(image)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            f"Unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a torch tensor."
+        )
+    return _array_to_rgb(image, layout_name(input_data_format))
+
+
+def to_label_map(segmentation_map: Any) -> np.ndarray:
+    """One segmentation map (PIL image in mode L/P/I/I;16, or a 2-D / (1, H, W) / (H, W, 1) array) -> (H, W) int64."""
+    if isinstance(segmentation_map, PIL.Image.Image):
+        if segmentation_map.mode not in ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+            raise ValueError(
+                f"A segmentation map must be a single-channel image of label ids, got PIL mode "
+                f"{segmentation_map.mode!r}; convert colour-coded maps to ids first."
+            )
+        array = np.asarray(segmentation_map)
+    elif isinstance(segmentation_map, torch.Tensor):
+        array = segmentation_map.detach().cpu().numpy()
+    elif isinstance(segmentation_map, np.ndarray):
+        array = segmentation_map
+    else:
+        raise ValueError(
+            f"Unsupported segmentation map type {type(segmentation_map).__name__}; pass a PIL image, a numpy array "
+            "or a torch tensor of label ids."
+        )
+    if array.ndim == 3 and 1 in (array.shape[0], array.shape[2]):
+        array = array.reshape(array.shape[:2] if array.shape[2] == 1 else array.shape[1:])
+    if array.ndim != 2:
+        raise ValueError(f"A segmentation map must be (H, W) label ids, got shape {tuple(array.shape)}.")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+            raise ValueError("A float segmentation map must hold whole-number label ids; pass an integer array.")
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        raise ValueError(f"Unsupported segmentation map dtype {array.dtype}; pass integer label ids.")
+    return array.astype(np.int64, copy=False)
+
+
+def per_image(value: Any, count: int, name: str) -> Sequence[Any]:
+    """Broadcast one value to ``count`` images, or check that a list has one entry per image."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise ValueError(f"Got {len(value)} {name} for {count} images; pass one per image (or a single one).")
+        return list(value)
+    return [value] * count

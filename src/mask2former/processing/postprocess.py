@@ -1,0 +1,390 @@
+"""Model outputs -> semantic maps, instances and panoptic segments (the original Mask2Former inference).
+
+Every post-processor works on each image's masks as the original does: logits upsampled to the padded input size,
+the image's padding cropped off, then resized to the target size (bilinear, ``align_corners=False``). The padded
+size and each image's valid size come from the outputs (``padded_size``, ``image_sizes``); outputs without them
+(e.g. transformers' own) are read as unpadded images of 4x the mask resolution.
+
+Speed comes from :mod:`.interpolation`: decisions are first taken per output block from bounds on the logits, and
+exact values are computed only on blocks that the bounds leave open (semantic, panoptic) or where a candidate
+instance may be (instance). Results equal the plain full-resolution algorithm up to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import rle
+from .interpolation import BLOCK as BLOCK_SIZE
+from .interpolation import AxisBlocks, axis_blocks, axis_operator, block_bounds, evaluate_blocks
+
+TOP_K_INSTANCES = 100  # (query, class) pairs scored per image, as the original's test_topk_per_image
+_CHUNK_VALUES = 1 << 23  # output values evaluated at once (blocks x queries x pixels per block)
+_SCORE_MARGIN = 1e-5  # relative margin before a bound decides an argmax: covers float rounding of the sums
+_ACTIVE_SPREAD = 1e-3  # queries moving class scores less than this over a block are bounded, not evaluated
+_LIKELY_MASS = 0.05  # semantic: classes whose probabilities summed over queries reach this are evaluated first
+_SEMANTIC_CHUNK = 64  # open blocks per step: small steps keep the sets of active queries small
+
+
+@dataclass
+class _Frame:
+    """One image's geometry: the output size and how each axis maps onto the low-resolution masks."""
+
+    rows: AxisBlocks
+    cols: AxisBlocks
+    low_h: int  # low-resolution rows / columns that any output pixel reads
+    low_w: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rows.size, self.cols.size
+
+    @property
+    def num_blocks(self) -> int:
+        return self.rows.count * self.cols.count
+
+    def block_pixels(self) -> Tensor:
+        """(nb,) number of output pixels in each block."""
+        return (self.rows.out_len[:, None] * self.cols.out_len[None, :]).reshape(-1)
+
+    def to_full(self, block_values: Tensor) -> Tensor:
+        """(nb,) per-block values -> (T_h, T_w) per-pixel values."""
+        grid = block_values.reshape(self.rows.count, self.cols.count)
+        device = grid.device
+        row_block = torch.div(torch.arange(self.rows.size, device=device), BLOCK_SIZE, rounding_mode="floor")
+        col_block = torch.div(torch.arange(self.cols.size, device=device), BLOCK_SIZE, rounding_mode="floor")
+        return grid.index_select(0, row_block).index_select(1, col_block)
+
+    def pixel_index(self, blocks: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat output index (P, B, B) of each pixel of the given blocks, and whether it exists (P, B, B)."""
+        y, y_ok = self.rows.positions(torch.div(blocks, self.cols.count, rounding_mode="floor"))
+        x, x_ok = self.cols.positions(blocks % self.cols.count)
+        return y[:, :, None] * self.cols.size + x[:, None, :], y_ok[:, :, None] & x_ok[:, None, :]
+
+
+def _frames(outputs: Any, target_sizes: Any) -> list[_Frame]:
+    masks = outputs.masks_queries_logits
+    batch, _, low_h, low_w = masks.shape
+    padded = getattr(outputs, "padded_size", None)
+    padded = (4 * low_h, 4 * low_w) if padded is None else (int(padded[0]), int(padded[1]))
+    image_sizes = getattr(outputs, "image_sizes", None)
+    valid = [padded] * batch if image_sizes is None else [tuple(int(v) for v in s) for s in image_sizes.tolist()]
+    if len(valid) != batch:
+        raise ValueError(f"outputs.image_sizes has {len(valid)} entries for a batch of {batch}.")
+    if target_sizes is None:
+        targets = valid
+    else:
+        listed = target_sizes.tolist() if isinstance(target_sizes, Tensor) else list(target_sizes)
+        if len(listed) != batch:
+            raise ValueError(
+                f"Got {len(listed)} target_sizes for a batch of {batch} images; pass one (height, width) per image."
+            )
+        targets = [(int(size[0]), int(size[1])) for size in listed]
+    frames = []
+    for (valid_h, valid_w), (target_h, target_w) in zip(valid, targets):
+        if not (0 < valid_h <= padded[0] and 0 < valid_w <= padded[1]) or min(target_h, target_w) <= 0:
+            raise ValueError(f"Bad sizes: image {valid_h}x{valid_w}, padded {padded}, target {target_h}x{target_w}.")
+        rows = axis_blocks(axis_operator(low_h, padded[0], valid_h, target_h), masks.device)
+        cols = axis_blocks(axis_operator(low_w, padded[1], valid_w, target_w), masks.device)
+        frames.append(_Frame(rows, cols, int(rows.low_last.max()) + 1, int(cols.low_last.max()) + 1))
+    return frames
+
+
+def _chunks(blocks: Tensor, values_per_block: int, most: int | None = None) -> Iterator[Tensor]:
+    step = max(1, min(_CHUNK_VALUES // max(values_per_block, 1), most or len(blocks)))
+    for begin in range(0, len(blocks), step):
+        yield blocks[begin : begin + step]
+
+
+# ----------------------------------------------------------------------------------------------------------- semantic
+
+
+def semantic_segmentation(outputs: Any, target_sizes: Any = None) -> list[Tensor]:
+    """Per image (T_h, T_w) int64 class map: argmax over classes of sum_q softmax(class_q)[:-1] * sigmoid(mask_q)."""
+    results = []
+    for b, frame in enumerate(_frames(outputs, target_sizes)):
+        class_probs = outputs.class_queries_logits[b].float().softmax(-1)[:, :-1]  # (Q, K)
+        logits = outputs.masks_queries_logits[b, :, : frame.low_h, : frame.low_w].float()  # (Q, h, w)
+        low, high = (bound.sigmoid() for bound in block_bounds(logits, frame.rows, frame.cols))  # (Q, nb)
+        score_low, score_high = class_probs.T @ low, class_probs.T @ high  # (K, nb)
+        best_low, best = score_low.max(0)  # (nb,)
+        rival = score_high.scatter_(0, best[None], float("-inf")).amax(0)
+        settled = best_low > rival + _SCORE_MARGIN * (1.0 + rival.abs())
+        segmentation = frame.to_full(best).reshape(-1)  # (T_h * T_w,)
+        # Open blocks: evaluate the classes with real probability mass; every other class c scores at most
+        # mass[c] = sum_q p(c | q), which is checked against each pixel's winner below.
+        mass = class_probs.sum(0)  # (K,)
+        is_likely = mass >= torch.clamp(mass.max(), max=_LIKELY_MASS)  # at least the class with the most mass
+        likely = torch.nonzero(is_likely).reshape(-1)
+        unlikely_mass = mass.masked_fill(is_likely, 0.0).amax()
+        reach = class_probs[:, likely].amax(1)[:, None]  # (Q, 1) how much a query moves those classes' scores
+        open_blocks = torch.nonzero(~settled).reshape(-1)
+        for chunk in _chunks(open_blocks, max(logits.shape[0], len(likely)) * BLOCK_SIZE**2, _SEMANTIC_CHUNK):
+            _semantic_blocks(frame, logits, class_probs, likely, unlikely_mass, chunk, low[:, chunk], high[:, chunk],
+                             reach, segmentation)
+        results.append(segmentation.reshape(frame.size))
+    return results
+
+
+def _semantic_blocks(frame: _Frame, logits: Tensor, class_probs: Tensor, likely: Tensor, unlikely_mass: Tensor,
+                     blocks: Tensor, low: Tensor, high: Tensor, reach: Tensor, segmentation: Tensor) -> None:
+    """Settle the pixels of open blocks (P,), writing class ids into the flat ``segmentation``.
+
+    Among the ``likely`` classes, queries whose probability varies little over these blocks enter as their bounds
+    ``low``/``high`` (Q, P); the other queries are evaluated exactly. A pixel is decided when its best likely class
+    beats the upper bounds of all other classes; the rest get every query and every class exactly.
+    """
+    active = (reach * (high - low)).amax(1) > _ACTIVE_SPREAD  # (Q,)
+    exact_q, bounded_q = torch.nonzero(active).reshape(-1), torch.nonzero(~active).reshape(-1)
+    probs = evaluate_blocks(logits[exact_q], frame.rows, frame.cols, blocks).sigmoid().flatten(2)  # (P, A, B*B)
+    weights = class_probs[:, likely]  # (Q, K')
+    exact = weights[exact_q].T @ probs  # (P, K', B*B)
+    best_low, best = (exact + (weights[bounded_q].T @ low[bounded_q]).T[:, :, None]).max(1)  # (P, B*B)
+    rival = (exact + (weights[bounded_q].T @ high[bounded_q]).T[:, :, None]).scatter_(1, best[:, None], -1.0)
+    rival = torch.maximum(rival.amax(1), unlikely_mass)
+    decided = best_low > rival + _SCORE_MARGIN * (1.0 + rival.abs())
+    index, exists = frame.pixel_index(blocks)  # (P, B, B)
+    index, exists = index.flatten(1), exists.flatten(1)
+    segmentation[index[exists & decided]] = likely[best[exists & decided]]
+    pending = exists & ~decided  # (P, B*B)
+    if bool(pending.any()):
+        again = torch.nonzero(pending.any(1)).reshape(-1)
+        probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks[again]).sigmoid().flatten(2)  # (P', Q, B*B)
+        full = class_probs.T @ probs  # (P', K, B*B)
+        segmentation[index[again][pending[again]]] = full.argmax(1)[pending[again]]
+
+
+# ----------------------------------------------------------------------------------------------------------- panoptic
+
+
+def panoptic_segmentation(
+    outputs: Any,
+    threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    overlap_mask_area_threshold: float = 0.8,
+    label_ids_to_fuse: set[int] | None = None,
+    target_sizes: Any = None,
+) -> list[dict]:
+    """Per image ``{"segmentation": (T_h, T_w) int32 ids, 0 = no segment, "segments_info": [...]}``."""
+    fuse = set() if label_ids_to_fuse is None else {int(label) for label in label_ids_to_fuse}
+    results = []
+    for b, frame in enumerate(_frames(outputs, target_sizes)):
+        probs = outputs.class_queries_logits[b].float().softmax(-1)  # (Q, K + 1)
+        scores, labels = probs.max(-1)
+        keep = (labels != probs.shape[-1] - 1) & (scores > threshold)
+        if not bool(keep.any()):
+            results.append({"segmentation": torch.zeros(frame.size, dtype=torch.int32, device=probs.device),
+                            "segments_info": []})
+            continue
+        scores, labels = scores[keep], labels[keep]  # (n,)
+        logits = outputs.masks_queries_logits[b, keep, : frame.low_h, : frame.low_w].float()  # (n, h, w)
+        n = len(scores)
+
+        # Per block: does one query win everywhere, and is each query surely above / below mask_threshold?
+        low, high = (bound.sigmoid() for bound in block_bounds(logits, frame.rows, frame.cols))  # (n, nb)
+        best = (scores[:, None] * low).argmax(0)  # (nb,)
+        rival = (scores[:, None] * high).scatter(0, best[None], float("-inf")).max(0).values
+        winner_low, winner_high = low.gather(0, best[None])[0], high.gather(0, best[None])[0]
+        painted = winner_low >= mask_threshold
+        above = low >= mask_threshold  # (n, nb)
+        unsure = (high >= mask_threshold) & ~above
+        settled = (scores[best] * winner_low > rival) & (painted | (winner_high < mask_threshold)) & ~unsure.any(0)
+
+        pixels = frame.block_pixels().to(torch.float64)  # (nb,)
+        won = torch.bincount(best[settled], weights=pixels[settled], minlength=n)  # (n,) pixels won
+        kept = torch.bincount(best[settled & painted], weights=pixels[settled & painted], minlength=n)
+        original = above.to(torch.float64) @ pixels  # (n,) pixels with prob >= mask_threshold, unsure ones below
+        open_index, open_winner, open_painted = [], [], []
+        for chunk in _chunks(torch.nonzero(~settled).reshape(-1), n * BLOCK_SIZE**2):
+            counts, index, winner, on = _panoptic_blocks(frame, logits, scores, chunk, low[:, chunk], high[:, chunk],
+                                                         unsure[:, chunk], mask_threshold)
+            won, kept, original = won + counts[0], kept + counts[1], original + counts[2]
+            open_index.append(index)
+            open_winner.append(winner)
+            open_painted.append(on)
+
+        ids, segments = _panoptic_segments(won, kept, original, scores, labels, overlap_mask_area_threshold, fuse)
+        ids = ids.to(low.device)
+        segmentation = frame.to_full(torch.where(settled & painted, ids[best], 0).to(torch.int32)).reshape(-1)
+        if open_index:
+            index, winner, on = torch.cat(open_index), torch.cat(open_winner), torch.cat(open_painted)
+            segmentation[index] = torch.where(on, ids[winner], 0).to(torch.int32)
+        results.append({"segmentation": segmentation.reshape(frame.size), "segments_info": segments})
+    return results
+
+
+def _panoptic_blocks(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tensor, low: Tensor, high: Tensor,
+                     unsure: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Exact panoptic decisions on open blocks (P,), evaluating per block only the queries that matter there.
+
+    Those are the queries that may win a pixel (upper bound of score x probability reaching the block's best lower
+    bound) and those whose probability crosses ``mask_threshold`` in the block (``unsure`` (n, P)). Returns the
+    (3, n) counts to add (pixels won, pixels kept, unsure pixels above threshold) and, per existing pixel, its flat
+    index, winning query and whether it is painted.
+    """
+    n = len(scores)
+    weighted_low, weighted_high = scores[:, None] * low, scores[:, None] * high  # (n, P)
+    contender = weighted_high >= weighted_low.amax(0)[None]  # (n, P)
+    block, query = torch.nonzero((contender | unsure).T, as_tuple=True)  # pairs, grouped by block, queries ascending
+    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks[block], query).sigmoid().flatten(1)  # (N, B*B)
+    index, exists = (t.flatten(1) for t in frame.pixel_index(blocks))  # (P, B*B)
+
+    counts = torch.zeros(3, n, dtype=torch.float64, device=probs.device)
+    above = ((probs >= mask_threshold) & exists[block]).sum(1) * unsure[query, block]  # (N,)
+    counts[2].index_add_(0, query, above.to(torch.float64))
+
+    # Lay the pairs out per block, (P, B*B, M); non-contenders score -1 so they never win.
+    first = torch.searchsorted(block, torch.arange(len(blocks), device=block.device))
+    slot = torch.arange(len(block), device=block.device) - first[block]
+    width = int(slot.max()) + 1
+    rows = probs.new_full((len(blocks) * width, probs.shape[1]), -1.0)  # (P * M, B*B)
+    weighted = torch.where(contender[query, block][:, None], probs * scores[query][:, None], -1.0)  # (N, B*B)
+    rows.index_copy_(0, block * width + slot, weighted)
+    pick = rows.view(len(blocks), width, -1).transpose(1, 2).contiguous().max(2).indices  # (P, B*B)
+    pair = first[:, None] + pick  # the pair holding each pixel's winner; first maximum = lowest query, as argmax
+    winner = query[pair]
+    on = probs.take(pair * probs.shape[1] + torch.arange(probs.shape[1], device=pair.device)) >= mask_threshold
+    counts[0] += torch.bincount(winner[exists], minlength=n)
+    counts[1] += torch.bincount(winner[exists & on], minlength=n)
+    return counts, index[exists], winner[exists], on[exists]
+
+
+def _panoptic_segments(won: Tensor, kept: Tensor, original: Tensor, scores: Tensor, labels: Tensor,
+                       overlap_threshold: float, fuse: set[int]) -> tuple[Tensor, list[dict]]:
+    """Segment id per kept query (0 = dropped) and ``segments_info``, in query order: scalar work only."""
+    won, kept, original = won.tolist(), kept.tolist(), original.tolist()
+    scores, labels = scores.tolist(), labels.tolist()
+    ids = [0] * len(scores)
+    segments: list[dict] = []
+    fused: dict[int, dict] = {}
+    for k, label in enumerate(labels):
+        if not (won[k] > 0 and original[k] > 0 and kept[k] > 0) or won[k] / original[k] < overlap_threshold:
+            continue
+        if label in fused:  # another query of a class to fuse: same segment
+            ids[k] = fused[label]["id"]
+            fused[label]["score"] = max(fused[label]["score"], round(scores[k], 6))
+            continue
+        segment = {"id": len(segments) + 1, "label_id": label, "was_fused": label in fuse, "score": round(scores[k], 6)}
+        segments.append(segment)
+        ids[k] = segment["id"]
+        if label in fuse:
+            fused[label] = segment
+    return torch.tensor(ids, dtype=torch.int64), segments
+
+
+# ----------------------------------------------------------------------------------------------------------- instance
+
+
+def instance_segmentation(
+    outputs: Any,
+    threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    overlap_mask_area_threshold: float = 0.8,
+    target_sizes: Any = None,
+    return_coco_annotation: bool = False,
+    return_binary_maps: bool = False,
+) -> list[dict]:
+    """Per image ``{"segmentation": ..., "segments_info": [...]}``; see ``Mask2FormerImageProcessor``."""
+    if return_coco_annotation and return_binary_maps:
+        raise ValueError("Choose one of return_coco_annotation and return_binary_maps, not both.")
+    results = []
+    for b, frame in enumerate(_frames(outputs, target_sizes)):
+        class_probs = outputs.class_queries_logits[b].float().softmax(-1)[:, :-1]  # (Q, K)
+        num_classes = class_probs.shape[1]
+        top_scores, flat = class_probs.reshape(-1).topk(min(TOP_K_INSTANCES, class_probs.numel()))  # best first
+        # final score = class score * mean mask probability <= class score: the others cannot reach threshold
+        candidates = torch.nonzero(top_scores >= threshold).reshape(-1)
+        chosen = flat[candidates]
+        queries, labels = torch.div(chosen, num_classes, rounding_mode="floor"), chosen % num_classes
+        logits = outputs.masks_queries_logits[b, queries, : frame.low_h, : frame.low_w].float()  # (m, h, w)
+        owner, pixel, area, prob_sum = _instance_pixels(frame, logits, mask_threshold)
+        final = top_scores[candidates] * prob_sum / (area + 1e-6)  # (m,)
+        keep = torch.nonzero((area > 0) & (final >= threshold)).reshape(-1)
+        keep = keep[final[keep].argsort(descending=True, stable=True)]  # best first
+        rank = torch.full((len(queries) + 1,), -1, dtype=torch.int64, device=final.device)
+        rank[keep] = torch.arange(len(keep), device=final.device)
+        instance = rank[owner]  # (N,) rank of each positive pixel's instance, -1 if not kept
+        pixel, instance = pixel[instance >= 0], instance[instance >= 0]
+        info = [{"id": i, "label_id": int(labels[k]), "was_fused": False, "score": round(float(final[k]), 6)}
+                for i, k in enumerate(keep.tolist())]
+        if return_coco_annotation:
+            segmentation: Any = _rle_per_instance(frame, pixel, instance, len(keep))
+        elif return_binary_maps:
+            maps = torch.zeros(len(keep), frame.size[0] * frame.size[1], dtype=torch.bool, device=final.device)
+            maps[instance, pixel] = True
+            segmentation = maps.reshape(len(keep), *frame.size)
+        else:
+            segmentation, info = _instance_map(frame, pixel, instance, area[keep], info, overlap_mask_area_threshold)
+        results.append({"segmentation": segmentation, "segments_info": info})
+    return results
+
+
+def _instance_pixels(frame: _Frame, logits: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Binary masks (probability > mask_threshold) of candidate queries (m, h, w), as positive pixels.
+
+    Returns owner (N,) candidate of each positive pixel, pixel (N,) flat output index, and per candidate (m,) the
+    mask area and the sum of probabilities over the mask. Only blocks where the upper bound passes are evaluated.
+    """
+    m, device = len(logits), logits.device
+    if m == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, empty, torch.zeros(0, device=device), torch.zeros(0, device=device)
+    _, high = block_bounds(logits, frame.rows, frame.cols)  # (m, nb)
+    owners, blocks = torch.nonzero(high.sigmoid() > mask_threshold, as_tuple=True)  # (candidate, block) pairs
+    area = torch.zeros(m, device=device)
+    prob_sum = torch.zeros(m, device=device)
+    owner_parts, pixel_parts = [], []
+    step = max(1, _CHUNK_VALUES // BLOCK_SIZE**2)
+    for begin in range(0, len(blocks), step):
+        owner, block = owners[begin : begin + step], blocks[begin : begin + step]
+        probs = evaluate_blocks(logits, frame.rows, frame.cols, block, owner).sigmoid()  # (P, B, B)
+        index, exists = frame.pixel_index(block)
+        positive = (probs > mask_threshold) & exists
+        area.index_add_(0, owner, positive.sum((1, 2)).to(area.dtype))
+        prob_sum.index_add_(0, owner, (probs * positive).sum((1, 2)))
+        which = torch.nonzero(positive, as_tuple=True)
+        owner_parts.append(owner[which[0]])
+        pixel_parts.append(index[which])
+    if not owner_parts:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, empty, area, prob_sum
+    return torch.cat(owner_parts), torch.cat(pixel_parts), area, prob_sum
+
+
+def _rle_per_instance(frame: _Frame, pixel: Tensor, instance: Tensor, count: int) -> list[dict]:
+    """COCO RLE of each instance's mask from its positive pixels (flat row-major output indices)."""
+    height, width = frame.size
+    pixel, instance = pixel.cpu().numpy(), instance.cpu().numpy()
+    column_major = (pixel % width) * height + pixel // width
+    order = np.lexsort((column_major, instance))
+    column_major, instance = column_major[order], instance[order]
+    bounds = np.searchsorted(instance, np.arange(count + 1))
+    return [rle.from_positions(column_major[bounds[i] : bounds[i + 1]], height, width) for i in range(count)]
+
+
+def _instance_map(frame: _Frame, pixel: Tensor, instance: Tensor, area: Tensor, info: list[dict],
+                  overlap_threshold: float) -> tuple[Tensor, list[dict]]:
+    """(T_h, T_w) int32 map: each pixel goes to the best-scoring instance covering it (-1 none). Instances left
+    with less than ``overlap_threshold`` of their mask are dropped and the map is made again without them."""
+    count, total, device = len(info), frame.size[0] * frame.size[1], area.device
+
+    def paint(alive: Tensor) -> Tensor:  # best first, so the lowest rank covering a pixel wins
+        owner = torch.full((total,), count, dtype=torch.int64, device=device)
+        return owner.scatter_reduce_(0, pixel[alive[instance]], instance[alive[instance]], "amin")
+
+    alive = torch.ones(count + 1, dtype=torch.bool, device=device)
+    owner = paint(alive)
+    visible = torch.bincount(owner, minlength=count + 1)[:count].to(area.dtype)
+    alive[:count] = visible >= overlap_threshold * area
+    if not bool(alive[:count].all()):
+        owner = paint(alive)
+    survivors = torch.nonzero(alive[:count]).reshape(-1)
+    new_id = torch.full((count + 1,), -1, dtype=torch.int32, device=device)
+    new_id[survivors] = torch.arange(len(survivors), dtype=torch.int32, device=device)
+    segments = [dict(info[i], id=new) for new, i in enumerate(survivors.tolist())]
+    return new_id[owner].reshape(frame.size), segments

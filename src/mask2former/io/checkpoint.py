@@ -159,6 +159,9 @@ def write_safetensors_atomically(tensors: Mapping[str, Tensor], path: str | os.P
     os.close(fd)
     try:
         save_file(dict(tensors), tmp, metadata={"format": "pt"})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -167,6 +167,8 @@ def test_defaults_serialise_like_transformers():
         (lambda p: p([np.zeros((8, 8, 3), np.uint8)] * 2, segmentation_maps=[np.zeros((8, 8), np.int64)]), "2 images"),
         (lambda p: p(np.zeros((8, 8, 3), np.uint8), segmentation_maps=np.zeros((8, 9), np.int64)), "height and width"),
         (lambda p: p(np.zeros((8, 8, 3), np.uint8), return_tensors="tf"), "return_tensors"),
+        (lambda p: p(np.zeros((8, 8, 3), np.uint8), segmentation_maps=PIL.Image.new("RGB", (8, 8))), "single-channel"),
+        (lambda p: p(np.zeros((8, 8, 3), np.uint8), segmentation_maps=np.full((8, 8), 0.5)), "whole-number"),
         (lambda p: p(np.zeros((8, 8, 3), np.uint8), pad_size={"height": 4, "width": 4}), "pad_size"),
         (lambda p: p(np.zeros((8, 8, 3), np.uint8), segmentation_maps=np.ones((8, 8), np.int64),
                      instance_id_to_semantic_id={2: 0}), "Instance id 1"),

@@ -76,10 +76,9 @@ class AxisBlocks:
     def reach(self) -> int:
         return self.weights.shape[2]
 
-    def positions(self, blocks: Tensor) -> tuple[Tensor, Tensor]:
-        """Output positions (P, BLOCK) of the given blocks (P,), and which of them exist (P, BLOCK) bool."""
-        offset = torch.arange(BLOCK, device=blocks.device)
-        return blocks[:, None] * BLOCK + offset, offset < self.out_len[blocks][:, None]
+    def inside(self, blocks: Tensor) -> Tensor:
+        """(P, BLOCK) bool: which output positions of the given blocks (P,) exist (the last block may be partial)."""
+        return torch.arange(BLOCK, device=blocks.device) < self.out_len[blocks][:, None]
 
 
 def axis_blocks(operator: Tensor, device: torch.device | str = "cpu") -> AxisBlocks:

@@ -52,19 +52,18 @@ class _Frame:
         """(nb,) number of output pixels in each block."""
         return (self.rows.out_len[:, None] * self.cols.out_len[None, :]).reshape(-1)
 
-    def to_full(self, block_values: Tensor) -> Tensor:
-        """(nb,) per-block values -> (T_h, T_w) per-pixel values."""
-        grid = block_values.reshape(self.rows.count, self.cols.count)
-        device = grid.device
-        row_block = torch.div(torch.arange(self.rows.size, device=device), BLOCK_SIZE, rounding_mode="floor")
-        col_block = torch.div(torch.arange(self.cols.size, device=device), BLOCK_SIZE, rounding_mode="floor")
-        return grid.index_select(0, row_block).index_select(1, col_block)
+    def exists(self, blocks: Tensor) -> Tensor:
+        """(P, B*B) bool: which pixels of the given blocks lie inside the output (edge blocks are partial)."""
+        y_ok = self.rows.inside(torch.div(blocks, self.cols.count, rounding_mode="floor"))
+        x_ok = self.cols.inside(blocks % self.cols.count)
+        return (y_ok[:, :, None] & x_ok[:, None, :]).flatten(1)
 
-    def pixel_index(self, blocks: Tensor) -> tuple[Tensor, Tensor]:
-        """Flat output index (P, B, B) of each pixel of the given blocks, and whether it exists (P, B, B)."""
-        y, y_ok = self.rows.positions(torch.div(blocks, self.cols.count, rounding_mode="floor"))
-        x, x_ok = self.cols.positions(blocks % self.cols.count)
-        return y[:, :, None] * self.cols.size + x[:, None, :], y_ok[:, :, None] & x_ok[:, None, :]
+    def untile(self, tiles: Tensor) -> Tensor:
+        """(..., nb, B*B) values laid out block by block -> (..., T_h, T_w) image."""
+        lead = tiles.shape[:-2]
+        grid = tiles.reshape(*lead, self.rows.count, self.cols.count, BLOCK_SIZE, BLOCK_SIZE).transpose(-3, -2)
+        image = grid.reshape(*lead, self.rows.count * BLOCK_SIZE, self.cols.count * BLOCK_SIZE)
+        return image[..., : self.rows.size, : self.cols.size].contiguous()
 
 
 def _frames(outputs: Any, target_sizes: Any) -> list[_Frame]:
@@ -115,7 +114,7 @@ def semantic_segmentation(outputs: Any, target_sizes: Any = None) -> list[Tensor
         best_low, best = score_low.max(0)  # (nb,)
         rival = score_high.scatter_(0, best[None], float("-inf")).amax(0)
         settled = best_low > rival + _SCORE_MARGIN * (1.0 + rival.abs())
-        segmentation = frame.to_full(best).reshape(-1)  # (T_h * T_w,)
+        tiles = best[:, None].repeat(1, BLOCK_SIZE**2)  # (nb, B*B) class of every pixel, block by block
         # Open blocks: evaluate the classes with real probability mass; every other class c scores at most
         # mass[c] = sum_q p(c | q), which is checked against each pixel's winner below.
         mass = class_probs.sum(0)  # (K,)
@@ -125,15 +124,15 @@ def semantic_segmentation(outputs: Any, target_sizes: Any = None) -> list[Tensor
         reach = class_probs[:, likely].amax(1)[:, None]  # (Q, 1) how much a query moves those classes' scores
         open_blocks = torch.nonzero(~settled).reshape(-1)
         for chunk in _chunks(open_blocks, max(logits.shape[0], len(likely)) * BLOCK_SIZE**2, _SEMANTIC_CHUNK):
-            _semantic_blocks(frame, logits, class_probs, likely, unlikely_mass, chunk, low[:, chunk], high[:, chunk],
-                             reach, segmentation)
-        results.append(segmentation.reshape(frame.size))
+            tiles[chunk] = _semantic_blocks(frame, logits, class_probs, likely, unlikely_mass, chunk, low[:, chunk],
+                                            high[:, chunk], reach)
+        results.append(frame.untile(tiles))
     return results
 
 
 def _semantic_blocks(frame: _Frame, logits: Tensor, class_probs: Tensor, likely: Tensor, unlikely_mass: Tensor,
-                     blocks: Tensor, low: Tensor, high: Tensor, reach: Tensor, segmentation: Tensor) -> None:
-    """Settle the pixels of open blocks (P,), writing class ids into the flat ``segmentation``.
+                     blocks: Tensor, low: Tensor, high: Tensor, reach: Tensor) -> Tensor:
+    """Class ids (P, B*B) of the pixels of open blocks (P,).
 
     Among the ``likely`` classes, queries whose probability varies little over these blocks enter as their bounds
     ``low``/``high`` (Q, P); the other queries are evaluated exactly. A pixel is decided when its best likely class
@@ -148,15 +147,14 @@ def _semantic_blocks(frame: _Frame, logits: Tensor, class_probs: Tensor, likely:
     rival = (exact + (weights[bounded_q].T @ high[bounded_q]).T[:, :, None]).scatter_(1, best[:, None], -1.0)
     rival = torch.maximum(rival.amax(1), unlikely_mass)
     decided = best_low > rival + _SCORE_MARGIN * (1.0 + rival.abs())
-    index, exists = frame.pixel_index(blocks)  # (P, B, B)
-    index, exists = index.flatten(1), exists.flatten(1)
-    segmentation[index[exists & decided]] = likely[best[exists & decided]]
-    pending = exists & ~decided  # (P, B*B)
+    classes = likely[best]
+    pending = ~decided & frame.exists(blocks)  # (P, B*B)
     if bool(pending.any()):
         again = torch.nonzero(pending.any(1)).reshape(-1)
         probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks[again]).sigmoid().flatten(2)  # (P', Q, B*B)
-        full = class_probs.T @ probs  # (P', K, B*B)
-        segmentation[index[again][pending[again]]] = full.argmax(1)[pending[again]]
+        full = (class_probs.T @ probs).argmax(1)  # (P', B*B) over every class
+        classes[again] = torch.where(pending[again], full, classes[again])
+    return classes
 
 
 # ----------------------------------------------------------------------------------------------------------- panoptic
@@ -199,40 +197,39 @@ def panoptic_segmentation(
         won = torch.bincount(best[settled], weights=pixels[settled], minlength=n)  # (n,) pixels won
         kept = torch.bincount(best[settled & painted], weights=pixels[settled & painted], minlength=n)
         original = above.to(torch.float64) @ pixels  # (n,) pixels with prob >= mask_threshold, unsure ones below
-        open_index, open_winner, open_painted = [], [], []
-        for chunk in _chunks(torch.nonzero(~settled).reshape(-1), n * BLOCK_SIZE**2):
-            counts, index, winner, on = _panoptic_blocks(frame, logits, scores, chunk, low[:, chunk], high[:, chunk],
-                                                         unsure[:, chunk], mask_threshold)
+        open_blocks = torch.nonzero(~settled).reshape(-1)
+        open_winner, open_painted = [], []  # (P, B*B) per chunk
+        for chunk in _chunks(open_blocks, n * BLOCK_SIZE**2):
+            counts, winner, on = _panoptic_blocks(frame, logits, scores, chunk, low[:, chunk], high[:, chunk],
+                                                  unsure[:, chunk], mask_threshold)
             won, kept, original = won + counts[0], kept + counts[1], original + counts[2]
-            open_index.append(index)
             open_winner.append(winner)
             open_painted.append(on)
 
         ids, segments = _panoptic_segments(won, kept, original, scores, labels, overlap_mask_area_threshold, fuse)
         ids = ids.to(low.device)
-        segmentation = frame.to_full(torch.where(settled & painted, ids[best], 0).to(torch.int32)).reshape(-1)
-        if open_index:
-            index, winner, on = torch.cat(open_index), torch.cat(open_winner), torch.cat(open_painted)
-            segmentation[index] = torch.where(on, ids[winner], 0).to(torch.int32)
-        results.append({"segmentation": segmentation.reshape(frame.size), "segments_info": segments})
+        tiles = torch.where(settled & painted, ids[best], 0)[:, None].repeat(1, BLOCK_SIZE**2)  # (nb, B*B)
+        if open_winner:
+            tiles[open_blocks] = torch.where(torch.cat(open_painted), ids[torch.cat(open_winner)], 0)
+        results.append({"segmentation": frame.untile(tiles.to(torch.int32)), "segments_info": segments})
     return results
 
 
 def _panoptic_blocks(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tensor, low: Tensor, high: Tensor,
-                     unsure: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                     unsure: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
     """Exact panoptic decisions on open blocks (P,), evaluating per block only the queries that matter there.
 
     Those are the queries that may win a pixel (upper bound of score x probability reaching the block's best lower
     bound) and those whose probability crosses ``mask_threshold`` in the block (``unsure`` (n, P)). Returns the
-    (3, n) counts to add (pixels won, pixels kept, unsure pixels above threshold) and, per existing pixel, its flat
-    index, winning query and whether it is painted.
+    (3, n) counts to add (pixels won, pixels kept, unsure pixels above threshold) and, per pixel (P, B*B), the
+    winning query and whether it is painted.
     """
     n = len(scores)
     weighted_low, weighted_high = scores[:, None] * low, scores[:, None] * high  # (n, P)
     contender = weighted_high >= weighted_low.amax(0)[None]  # (n, P)
     block, query = torch.nonzero((contender | unsure).T, as_tuple=True)  # pairs, grouped by block, queries ascending
     probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks[block], query).sigmoid().flatten(1)  # (N, B*B)
-    index, exists = (t.flatten(1) for t in frame.pixel_index(blocks))  # (P, B*B)
+    exists = frame.exists(blocks)  # (P, B*B)
 
     counts = torch.zeros(3, n, dtype=torch.float64, device=probs.device)
     above = ((probs >= mask_threshold) & exists[block]).sum(1) * unsure[query, block]  # (N,)
@@ -251,7 +248,7 @@ def _panoptic_blocks(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tens
     on = probs.take(pair * probs.shape[1] + torch.arange(probs.shape[1], device=pair.device)) >= mask_threshold
     counts[0] += torch.bincount(winner[exists], minlength=n)
     counts[1] += torch.bincount(winner[exists & on], minlength=n)
-    return counts, index[exists], winner[exists], on[exists]
+    return counts, winner, on
 
 
 def _panoptic_segments(won: Tensor, kept: Tensor, original: Tensor, scores: Tensor, labels: Tensor,
@@ -302,89 +299,90 @@ def instance_segmentation(
         chosen = flat[candidates]
         queries, labels = torch.div(chosen, num_classes, rounding_mode="floor"), chosen % num_classes
         logits = outputs.masks_queries_logits[b, queries, : frame.low_h, : frame.low_w].float()  # (m, h, w)
-        owner, pixel, area, prob_sum = _instance_pixels(frame, logits, mask_threshold)
-        final = top_scores[candidates] * prob_sum / (area + 1e-6)  # (m,)
-        keep = torch.nonzero((area > 0) & (final >= threshold)).reshape(-1)
+        tiles = _InstanceTiles.build(frame, logits, mask_threshold)
+        final = top_scores[candidates] * tiles.prob_sum / (tiles.area + 1e-6)  # (m,)
+        keep = torch.nonzero((tiles.area > 0) & (final >= threshold)).reshape(-1)
         keep = keep[final[keep].argsort(descending=True, stable=True)]  # best first
-        rank = torch.full((len(queries) + 1,), -1, dtype=torch.int64, device=final.device)
+        rank = torch.full((len(queries),), len(keep), dtype=torch.int64, device=final.device)  # len(keep): dropped
         rank[keep] = torch.arange(len(keep), device=final.device)
-        instance = rank[owner]  # (N,) rank of each positive pixel's instance, -1 if not kept
-        pixel, instance = pixel[instance >= 0], instance[instance >= 0]
         info = [{"id": i, "label_id": int(labels[k]), "was_fused": False, "score": round(float(final[k]), 6)}
                 for i, k in enumerate(keep.tolist())]
-        if return_coco_annotation:
-            segmentation: Any = _rle_per_instance(frame, pixel, instance, len(keep))
-        elif return_binary_maps:
-            maps = torch.zeros(len(keep), frame.size[0] * frame.size[1], dtype=torch.bool, device=final.device)
-            maps[instance, pixel] = True
-            segmentation = maps.reshape(len(keep), *frame.size)
+        if return_coco_annotation or return_binary_maps:
+            maps = tiles.paint_masks(frame, rank, len(keep))  # (N, T_h, T_w)
+            segmentation: Any = rle.encode_masks(maps.cpu().numpy()) if return_coco_annotation else maps
         else:
-            segmentation, info = _instance_map(frame, pixel, instance, area[keep], info, overlap_mask_area_threshold)
+            segmentation, info = tiles.paint_map(frame, rank, tiles.area[keep], info, overlap_mask_area_threshold)
         results.append({"segmentation": segmentation, "segments_info": info})
     return results
 
 
-def _instance_pixels(frame: _Frame, logits: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Binary masks (probability > mask_threshold) of candidate queries (m, h, w), as positive pixels.
+@dataclass
+class _InstanceTiles:
+    """Binary masks (probability > mask_threshold) of candidate queries, kept as (B x B) tiles where not empty.
 
-    Returns owner (N,) candidate of each positive pixel, pixel (N,) flat output index, and per candidate (m,) the
-    mask area and the sum of probabilities over the mask. Only blocks where the upper bound passes are evaluated.
+    owner: (N,) candidate of each tile; block: (N,) its block; mask: (N, B*B) bool; area, prob_sum: (m,) mask area
+    and the sum of probabilities over the mask of each candidate.
     """
-    m, device = len(logits), logits.device
-    if m == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty, torch.zeros(0, device=device), torch.zeros(0, device=device)
-    _, high = block_bounds(logits, frame.rows, frame.cols)  # (m, nb)
-    owners, blocks = torch.nonzero(high.sigmoid() > mask_threshold, as_tuple=True)  # (candidate, block) pairs
-    area = torch.zeros(m, device=device)
-    prob_sum = torch.zeros(m, device=device)
-    owner_parts, pixel_parts = [], []
-    step = max(1, _CHUNK_VALUES // BLOCK_SIZE**2)
-    for begin in range(0, len(blocks), step):
-        owner, block = owners[begin : begin + step], blocks[begin : begin + step]
-        probs = evaluate_blocks(logits, frame.rows, frame.cols, block, owner).sigmoid()  # (P, B, B)
-        index, exists = frame.pixel_index(block)
-        positive = (probs > mask_threshold) & exists
-        area.index_add_(0, owner, positive.sum((1, 2)).to(area.dtype))
-        prob_sum.index_add_(0, owner, (probs * positive).sum((1, 2)))
-        which = torch.nonzero(positive, as_tuple=True)
-        owner_parts.append(owner[which[0]])
-        pixel_parts.append(index[which])
-    if not owner_parts:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty, area, prob_sum
-    return torch.cat(owner_parts), torch.cat(pixel_parts), area, prob_sum
 
+    owner: Tensor
+    block: Tensor
+    mask: Tensor
+    area: Tensor
+    prob_sum: Tensor
 
-def _rle_per_instance(frame: _Frame, pixel: Tensor, instance: Tensor, count: int) -> list[dict]:
-    """COCO RLE of each instance's mask from its positive pixels (flat row-major output indices)."""
-    height, width = frame.size
-    pixel, instance = pixel.cpu().numpy(), instance.cpu().numpy()
-    column_major = (pixel % width) * height + pixel // width
-    order = np.lexsort((column_major, instance))
-    column_major, instance = column_major[order], instance[order]
-    bounds = np.searchsorted(instance, np.arange(count + 1))
-    return [rle.from_positions(column_major[bounds[i] : bounds[i + 1]], height, width) for i in range(count)]
+    @classmethod
+    def build(cls, frame: _Frame, logits: Tensor, mask_threshold: float) -> "_InstanceTiles":
+        """Evaluate each candidate (m, h, w) only on the blocks where its upper bound passes the threshold."""
+        m, device = len(logits), logits.device
+        area, prob_sum = torch.zeros(m, device=device), torch.zeros(m, device=device)
+        if m == 0:
+            empty = torch.zeros(0, dtype=torch.int64, device=device)
+            return cls(empty, empty, torch.zeros(0, BLOCK_SIZE**2, dtype=torch.bool, device=device), area, prob_sum)
+        _, high = block_bounds(logits, frame.rows, frame.cols)  # (m, nb)
+        owners, blocks = torch.nonzero(high.sigmoid() > mask_threshold, as_tuple=True)  # (candidate, block) pairs
+        parts = []
+        step = max(1, _CHUNK_VALUES // BLOCK_SIZE**2)
+        for begin in range(0, len(blocks), step):
+            owner, block = owners[begin : begin + step], blocks[begin : begin + step]
+            probs = evaluate_blocks(logits, frame.rows, frame.cols, block, owner).sigmoid().flatten(1)  # (P, B*B)
+            mask = (probs > mask_threshold) & frame.exists(block)
+            area.index_add_(0, owner, mask.sum(1).to(area.dtype))
+            prob_sum.index_add_(0, owner, (probs * mask).sum(1))
+            nonempty = mask.any(1)
+            parts.append((owner[nonempty], block[nonempty], mask[nonempty]))
+        if not parts:
+            return cls(owners, blocks, torch.zeros(0, BLOCK_SIZE**2, dtype=torch.bool, device=device), area, prob_sum)
+        owner, block, mask = (torch.cat(column) for column in zip(*parts))
+        return cls(owner, block, mask, area, prob_sum)
 
+    def paint_masks(self, frame: _Frame, rank: Tensor, count: int) -> Tensor:
+        """(count, T_h, T_w) bool: the full mask of each kept instance (``rank`` < count), overlaps allowed."""
+        tiles = torch.zeros(count + 1, frame.num_blocks, BLOCK_SIZE**2, dtype=torch.bool, device=self.mask.device)
+        tiles[rank[self.owner], self.block] = self.mask  # dropped candidates land in the spare row ``count``
+        return frame.untile(tiles[:count])
 
-def _instance_map(frame: _Frame, pixel: Tensor, instance: Tensor, area: Tensor, info: list[dict],
+    def paint_map(self, frame: _Frame, rank: Tensor, area: Tensor, info: list[dict],
                   overlap_threshold: float) -> tuple[Tensor, list[dict]]:
-    """(T_h, T_w) int32 map: each pixel goes to the best-scoring instance covering it (-1 none). Instances left
-    with less than ``overlap_threshold`` of their mask are dropped and the map is made again without them."""
-    count, total, device = len(info), frame.size[0] * frame.size[1], area.device
+        """(T_h, T_w) int32 map: each pixel goes to the best-ranked kept instance covering it (-1 none). Instances
+        left with less than ``overlap_threshold`` of their mask are dropped and the map is painted without them."""
+        count, device = len(info), self.mask.device
+        rows = rank[self.owner].to(torch.int16)  # (N,) ranks < TOP_K_INSTANCES: small integers suffice
+        exists = frame.exists(torch.arange(frame.num_blocks, device=device))  # (nb, B*B)
 
-    def paint(alive: Tensor) -> Tensor:  # best first, so the lowest rank covering a pixel wins
-        owner = torch.full((total,), count, dtype=torch.int64, device=device)
-        return owner.scatter_reduce_(0, pixel[alive[instance]], instance[alive[instance]], "amin")
+        def paint(alive: Tensor) -> Tensor:  # alive: (count + 1,) bool, the last entry (dropped) False
+            owner = torch.full((frame.num_blocks, BLOCK_SIZE**2), count, dtype=torch.int16, device=device)
+            value = torch.where(self.mask & alive[rows.long()][:, None], rows[:, None], count)  # (N, B*B)
+            return owner.scatter_reduce_(0, self.block[:, None].expand_as(value), value, "amin").long()
 
-    alive = torch.ones(count + 1, dtype=torch.bool, device=device)
-    owner = paint(alive)
-    visible = torch.bincount(owner, minlength=count + 1)[:count].to(area.dtype)
-    alive[:count] = visible >= overlap_threshold * area
-    if not bool(alive[:count].all()):
+        alive = torch.ones(count + 1, dtype=torch.bool, device=device)
+        alive[count] = False
         owner = paint(alive)
-    survivors = torch.nonzero(alive[:count]).reshape(-1)
-    new_id = torch.full((count + 1,), -1, dtype=torch.int32, device=device)
-    new_id[survivors] = torch.arange(len(survivors), dtype=torch.int32, device=device)
-    segments = [dict(info[i], id=new) for new, i in enumerate(survivors.tolist())]
-    return new_id[owner].reshape(frame.size), segments
+        visible = torch.bincount(owner[exists], minlength=count + 1)[:count].to(area.dtype)
+        alive[:count] = visible >= overlap_threshold * area
+        if not bool(alive[:count].all()):
+            owner = paint(alive)
+        survivors = torch.nonzero(alive[:count]).reshape(-1)
+        new_id = torch.full((count + 1,), -1, dtype=torch.int32, device=device)
+        new_id[survivors] = torch.arange(len(survivors), dtype=torch.int32, device=device)
+        segments = [dict(info[i], id=new) for new, i in enumerate(survivors.tolist())]
+        return frame.untile(new_id[owner]), segments

@@ -88,6 +88,11 @@ def encode(mask: np.ndarray) -> dict:
     return encode_box(mask, 0, 0, mask.shape[0], mask.shape[1])
 
 
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """COCO RLE of each of (N, H, W) binary masks."""
+    return [encode(mask) for mask in np.asarray(masks, dtype=bool)]
+
+
 def decode(rle: dict) -> np.ndarray:
     """(H, W) bool mask of a COCO RLE with string (or list) ``counts``."""
     height, width = rle["size"]

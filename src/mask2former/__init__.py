@@ -6,6 +6,7 @@ The public names match transformers' Mask2Former API, so switching is a change o
 from mask2former.config import Mask2FormerConfig, SwinConfig
 from mask2former.modeling.model import Mask2FormerForUniversalSegmentation, Mask2FormerModel
 from mask2former.modeling.outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput
+from mask2former.processing import Mask2FormerImageProcessor
 
 __version__ = "0.1.0"
 
@@ -13,6 +14,7 @@ __all__ = [
     "Mask2FormerConfig",
     "Mask2FormerForUniversalSegmentation",
     "Mask2FormerForUniversalSegmentationOutput",
+    "Mask2FormerImageProcessor",
     "Mask2FormerModel",
     "Mask2FormerModelOutput",
     "SwinConfig",

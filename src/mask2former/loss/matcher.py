@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from .point_sampling import point_sample, sample_targets, uniform_points
@@ -167,8 +166,15 @@ class HungarianMatcher(nn.Module):
                 cost = self.cost_matrix(
                     class_logits[b], mask_logits[b], mask_labels[b], class_labels[b], coords, frame
                 )  # (Q, N_b)
-                pred_idx, tgt_idx = linear_sum_assignment(finite_cost(cost))
+                pred_idx, tgt_idx = _linear_sum_assignment()(finite_cost(cost))
                 indices.append(
                     (torch.as_tensor(pred_idx, dtype=torch.int64), torch.as_tensor(tgt_idx, dtype=torch.int64))
                 )
         return indices
+
+
+def _linear_sum_assignment():
+    """scipy's Hungarian solver, imported on first use so that ``import mask2former`` stays light."""
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment

@@ -30,8 +30,8 @@ def test_pq_on_held_out_images_rises_far_above_untrained(tmp_path):
     generate_synthetic_dataset(tmp_path / "train", num_images=48, seed=0, min_size=80, max_size=112)
     generate_synthetic_dataset(tmp_path / "val", num_images=10, seed=99, min_size=80, max_size=112)
     config = TrainConfig(output_dir=str(tmp_path / "run"), train_data=_spec(tmp_path / "train"), model=MODEL,
-                         crop_size=96, min_scale=0.6, max_scale=1.4, batch_size=4, lr=5e-4, backbone_lr_multiplier=1.0,
-                         warmup_steps=10, max_steps=90, checkpoint_every=1000, log_every=10, progress=False)
+                         crop_size=96, min_scale=0.6, max_scale=1.4, batch_size=8, lr=5e-4, backbone_lr_multiplier=1.0,
+                         warmup_steps=10, max_steps=160, checkpoint_every=1000, log_every=10, progress=False)
     val = build_dataset(_spec(tmp_path / "val"))
     processor = loop.run_processor(config)
     torch.manual_seed(config.seed)

@@ -145,11 +145,12 @@ def block_bounds(logits: Tensor, rows: AxisBlocks, cols: AxisBlocks, slack: floa
 
 
 def evaluate_blocks(logits: Tensor, rows: AxisBlocks, cols: AxisBlocks, blocks: Tensor,
-                    queries: Tensor | None = None) -> Tensor:
+                    queries: Tensor | None = None, subset: Tensor | None = None) -> Tensor:
     """Exact output logits on whole blocks (flat block indices ``blocks`` (P,), row-major over (nb_y, nb_x)).
 
-    Without ``queries``: every query, (P, n, BLOCK, BLOCK). With ``queries`` (P,): query ``queries[p]`` on block
-    ``blocks[p]``, (P, BLOCK, BLOCK). Positions past the image edge hold 0.
+    Without ``queries``: every query (or the queries ``subset`` (A,)) on every block, (P, n or A, BLOCK, BLOCK).
+    With ``queries`` (P,): query ``queries[p]`` on block ``blocks[p]``, (P, BLOCK, BLOCK). Positions past the image
+    edge hold 0.
     """
     by, bx = torch.div(blocks, cols.count, rounding_mode="floor"), blocks % cols.count
     height, width = logits.shape[-2:]
@@ -158,8 +159,11 @@ def evaluate_blocks(logits: Tensor, rows: AxisBlocks, cols: AxisBlocks, blocks: 
     row_weights, col_weights = rows.weights[by], cols.weights[bx].transpose(1, 2)  # (P, B, Ry), (P, Rx, B)
     count, reach_y, reach_x = len(blocks), rows.reach, cols.reach
     if queries is None:  # two batched products, one matrix per block: columns, then rows
-        n = logits.shape[0]
-        window = logits[:, low_rows[:, :, None], low_cols[:, None, :]]  # (n, P, Ry, Rx)
+        if subset is None:
+            window = logits[:, low_rows[:, :, None], low_cols[:, None, :]]  # (n, P, Ry, Rx)
+        else:
+            window = logits[subset[:, None, None, None], low_rows[None, :, :, None], low_cols[None, :, None, :]]
+        n = window.shape[0]
         window = window.permute(1, 2, 0, 3).reshape(count, reach_y * n, reach_x)  # (P, Ry * n, Rx)
         half = torch.bmm(window, col_weights)  # (P, Ry * n, B)
         out = torch.bmm(row_weights, half.view(count, reach_y, n * BLOCK))  # (P, B, n * B)

@@ -58,12 +58,15 @@ class _Frame:
         x_ok = self.cols.inside(blocks % self.cols.count)
         return (y_ok[:, :, None] & x_ok[:, None, :]).flatten(1)
 
-    def untile(self, tiles: Tensor) -> Tensor:
-        """(..., nb, B*B) values laid out block by block -> (..., T_h, T_w) image."""
-        lead = tiles.shape[:-2]
-        grid = tiles.reshape(*lead, self.rows.count, self.cols.count, BLOCK_SIZE, BLOCK_SIZE).transpose(-3, -2)
-        image = grid.reshape(*lead, self.rows.count * BLOCK_SIZE, self.cols.count * BLOCK_SIZE)
-        return image[..., : self.rows.size, : self.cols.size].contiguous()
+    def untile(self, tiles: Tensor, transposed: bool = False) -> Tensor:
+        """(..., nb, B*B) values laid out block by block -> (..., T_h, T_w) image, or (..., T_w, T_h)."""
+        lead, dims = tiles.shape[:-2], len(tiles.shape) - 2
+        grid = tiles.reshape(*lead, self.rows.count, self.cols.count, BLOCK_SIZE, BLOCK_SIZE)
+        order = (1, 3, 0, 2) if transposed else (0, 2, 1, 3)  # (by, bx, y, x) -> (bx, x, by, y) or (by, y, bx, x)
+        grid = grid.permute(*range(dims), *(dims + axis for axis in order))
+        image = grid.reshape(*lead, grid.shape[-4] * BLOCK_SIZE, grid.shape[-2] * BLOCK_SIZE)
+        size = (self.cols.size, self.rows.size) if transposed else (self.rows.size, self.cols.size)
+        return image[..., : size[0], : size[1]].contiguous()
 
 
 def _frames(outputs: Any, target_sizes: Any) -> list[_Frame]:
@@ -84,14 +87,16 @@ def _frames(outputs: Any, target_sizes: Any) -> list[_Frame]:
                 f"Got {len(listed)} target_sizes for a batch of {batch} images; pass one (height, width) per image."
             )
         targets = [(int(size[0]), int(size[1])) for size in listed]
-    frames = []
+    frames: dict[tuple[int, int, int, int], _Frame] = {}  # images of one size share their geometry
     for (valid_h, valid_w), (target_h, target_w) in zip(valid, targets):
         if not (0 < valid_h <= padded[0] and 0 < valid_w <= padded[1]) or min(target_h, target_w) <= 0:
             raise ValueError(f"Bad sizes: image {valid_h}x{valid_w}, padded {padded}, target {target_h}x{target_w}.")
-        rows = axis_blocks(axis_operator(low_h, padded[0], valid_h, target_h), masks.device)
-        cols = axis_blocks(axis_operator(low_w, padded[1], valid_w, target_w), masks.device)
-        frames.append(_Frame(rows, cols, int(rows.low_last.max()) + 1, int(cols.low_last.max()) + 1))
-    return frames
+        if (valid_h, valid_w, target_h, target_w) not in frames:
+            rows = axis_blocks(axis_operator(low_h, padded[0], valid_h, target_h), masks.device)
+            cols = axis_blocks(axis_operator(low_w, padded[1], valid_w, target_w), masks.device)
+            frame = _Frame(rows, cols, int(rows.low_last.max()) + 1, int(cols.low_last.max()) + 1)
+            frames[valid_h, valid_w, target_h, target_w] = frame
+    return [frames[size + target] for size, target in zip(valid, targets)]
 
 
 def _chunks(blocks: Tensor, values_per_block: int, most: int | None = None) -> Iterator[Tensor]:
@@ -140,7 +145,7 @@ def _semantic_blocks(frame: _Frame, logits: Tensor, class_probs: Tensor, likely:
     """
     active = (reach * (high - low)).amax(1) > _ACTIVE_SPREAD  # (Q,)
     exact_q, bounded_q = torch.nonzero(active).reshape(-1), torch.nonzero(~active).reshape(-1)
-    probs = evaluate_blocks(logits[exact_q], frame.rows, frame.cols, blocks).sigmoid().flatten(2)  # (P, A, B*B)
+    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks, subset=exact_q).sigmoid().flatten(2)  # (P, A, BB)
     weights = class_probs[:, likely]  # (Q, K')
     exact = weights[exact_q].T @ probs  # (P, K', B*B)
     best_low, best = (exact + (weights[bounded_q].T @ low[bounded_q]).T[:, :, None]).max(1)  # (P, B*B)
@@ -235,16 +240,15 @@ def _panoptic_blocks(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tens
     above = ((probs >= mask_threshold) & exists[block]).sum(1) * unsure[query, block]  # (N,)
     counts[2].index_add_(0, query, above.to(torch.float64))
 
-    # Lay the pairs out per block, (P, B*B, M); non-contenders score -1 so they never win.
-    first = torch.searchsorted(block, torch.arange(len(blocks), device=block.device))
-    slot = torch.arange(len(block), device=block.device) - first[block]
-    width = int(slot.max()) + 1
-    rows = probs.new_full((len(blocks) * width, probs.shape[1]), -1.0)  # (P * M, B*B)
+    # Per pixel: the largest score x probability among the block's contenders, then the lowest query reaching it
+    # (the first maximum, as a plain argmax over all queries would pick), then that query's probability test.
+    where = block[:, None].expand_as(probs)  # (N, B*B) the block of each pair's pixels
     weighted = torch.where(contender[query, block][:, None], probs * scores[query][:, None], -1.0)  # (N, B*B)
-    rows.index_copy_(0, block * width + slot, weighted)
-    pick = rows.view(len(blocks), width, -1).transpose(1, 2).contiguous().max(2).indices  # (P, B*B)
-    pair = first[:, None] + pick  # the pair holding each pixel's winner; first maximum = lowest query, as argmax
-    winner = query[pair]
+    best = probs.new_full((len(blocks), probs.shape[1]), -1.0).scatter_reduce_(0, where, weighted, "amax")
+    reaching = torch.where(weighted == best[block], query[:, None], n)
+    winner = torch.full_like(best, n, dtype=torch.int64).scatter_reduce_(0, where, reaching, "amin")  # (P, B*B)
+    local = torch.arange(len(blocks), device=block.device)[:, None]
+    pair = torch.searchsorted(block * (n + 1) + query, local * (n + 1) + winner)  # (P, B*B) pair of each winner
     on = probs.take(pair * probs.shape[1] + torch.arange(probs.shape[1], device=pair.device)) >= mask_threshold
     counts[0] += torch.bincount(winner[exists], minlength=n)
     counts[1] += torch.bincount(winner[exists & on], minlength=n)
@@ -308,8 +312,11 @@ def instance_segmentation(
         info = [{"id": i, "label_id": int(labels[k]), "was_fused": False, "score": round(float(final[k]), 6)}
                 for i, k in enumerate(keep.tolist())]
         if return_coco_annotation or return_binary_maps:
-            maps = tiles.paint_masks(frame, rank, len(keep))  # (N, T_h, T_w)
-            segmentation: Any = rle.encode_masks(maps.cpu().numpy()) if return_coco_annotation else maps
+            if return_coco_annotation:  # column-major masks: RLE runs straight from their non-zero positions
+                maps = tiles.paint_masks(frame, rank, len(keep), transposed=True).cpu().numpy()  # (N, T_w, T_h)
+                segmentation: Any = [rle.from_positions(np.flatnonzero(mask), *frame.size) for mask in maps]
+            else:
+                segmentation = tiles.paint_masks(frame, rank, len(keep))  # (N, T_h, T_w)
         else:
             segmentation, info = tiles.paint_map(frame, rank, tiles.area[keep], info, overlap_mask_area_threshold)
         results.append({"segmentation": segmentation, "segments_info": info})
@@ -355,11 +362,11 @@ class _InstanceTiles:
         owner, block, mask = (torch.cat(column) for column in zip(*parts))
         return cls(owner, block, mask, area, prob_sum)
 
-    def paint_masks(self, frame: _Frame, rank: Tensor, count: int) -> Tensor:
-        """(count, T_h, T_w) bool: the full mask of each kept instance (``rank`` < count), overlaps allowed."""
+    def paint_masks(self, frame: _Frame, rank: Tensor, count: int, transposed: bool = False) -> Tensor:
+        """(count, T_h, T_w) bool (or transposed): the full mask of each kept instance (``rank`` < count)."""
         tiles = torch.zeros(count + 1, frame.num_blocks, BLOCK_SIZE**2, dtype=torch.bool, device=self.mask.device)
         tiles[rank[self.owner], self.block] = self.mask  # dropped candidates land in the spare row ``count``
-        return frame.untile(tiles[:count])
+        return frame.untile(tiles[:count], transposed)
 
     def paint_map(self, frame: _Frame, rank: Tensor, area: Tensor, info: list[dict],
                   overlap_threshold: float) -> tuple[Tensor, list[dict]]:

@@ -133,8 +133,11 @@ class Mask2FormerImageProcessor:
 
     # ------------------------------------------------------------------------------------------------ preprocessing
 
-    def __call__(self, images: Any, segmentation_maps: Any = None, **kwargs: Any) -> BatchFeature:
-        return self.preprocess(images, segmentation_maps=segmentation_maps, **kwargs)
+    def __call__(self, images: Any, segmentation_maps: Any = None,
+                 instance_id_to_semantic_id: Mapping[int, int] | Sequence[Mapping[int, int]] | None = None,
+                 **kwargs: Any) -> BatchFeature:
+        """Same as :meth:`preprocess`."""
+        return self.preprocess(images, segmentation_maps, instance_id_to_semantic_id, **kwargs)
 
     def preprocess(
         self,

@@ -29,6 +29,7 @@ _SCORE_MARGIN = 1e-5  # relative margin before a bound decides an argmax: covers
 _ACTIVE_SPREAD = 1e-3  # queries moving class scores less than this over a block are bounded, not evaluated
 _LIKELY_MASS = 0.05  # semantic: classes whose probabilities summed over queries reach this are evaluated first
 _SEMANTIC_CHUNK = 64  # open blocks per step: small steps keep the sets of active queries small
+_DENSE_PAIRS = 0.5  # panoptic: above this fraction of (query, block) pairs, evaluate all queries on all blocks
 
 
 @dataclass
@@ -232,9 +233,12 @@ def _panoptic_blocks(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tens
     n = len(scores)
     weighted_low, weighted_high = scores[:, None] * low, scores[:, None] * high  # (n, P)
     contender = weighted_high >= weighted_low.amax(0)[None]  # (n, P)
-    block, query = torch.nonzero((contender | unsure).T, as_tuple=True)  # pairs, grouped by block, queries ascending
-    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks[block], query).sigmoid().flatten(1)  # (N, B*B)
+    needed = contender | unsure
     exists = frame.exists(blocks)  # (P, B*B)
+    if int(needed.sum()) > _DENSE_PAIRS * needed.numel():  # most queries matter everywhere: evaluate them all
+        return _panoptic_blocks_dense(frame, logits, scores, blocks, unsure, exists, mask_threshold)
+    block, query = torch.nonzero(needed.T, as_tuple=True)  # pairs, grouped by block, queries ascending
+    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks[block], query).sigmoid().flatten(1)  # (N, B*B)
 
     counts = torch.zeros(3, n, dtype=torch.float64, device=probs.device)
     above = ((probs >= mask_threshold) & exists[block]).sum(1) * unsure[query, block]  # (N,)
@@ -252,6 +256,21 @@ def _panoptic_blocks(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tens
     on = probs.take(pair * probs.shape[1] + torch.arange(probs.shape[1], device=pair.device)) >= mask_threshold
     counts[0] += torch.bincount(winner[exists], minlength=n)
     counts[1] += torch.bincount(winner[exists & on], minlength=n)
+    return counts, winner, on
+
+
+def _panoptic_blocks_dense(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tensor, unsure: Tensor,
+                           exists: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_panoptic_blocks` evaluating every query on every open block, for outputs where bounds settle little."""
+    n = len(scores)
+    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks).sigmoid().flatten(2)  # (P, n, B*B)
+    winner = (probs * scores[None, :, None]).argmax(1)  # (P, B*B)
+    on = probs.gather(1, winner[:, None])[:, 0] >= mask_threshold
+    counts = torch.zeros(3, n, dtype=torch.float64, device=probs.device)
+    counts[0] += torch.bincount(winner[exists], minlength=n)
+    counts[1] += torch.bincount(winner[exists & on], minlength=n)
+    above = ((probs >= mask_threshold) & exists[:, None]).sum(2) * unsure.T  # (P, n) only unsure pairs count here
+    counts[2] += above.sum(0)
     return counts, winner, on
 
 

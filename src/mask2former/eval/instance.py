@@ -53,6 +53,17 @@ def _load_ground_truth(gt: PathLike | dict[str, Any]):
     return coco
 
 
+def _compress_rles(detections: list[dict[str, Any]]) -> None:
+    """Uncompressed RLE segmentations (``counts`` as a list) become compressed RLE, which ``loadRes`` requires."""
+    from pycocotools import mask as mask_utils
+
+    for detection in detections:
+        segmentation = detection.get("segmentation")
+        if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+            height, width = segmentation["size"]
+            detection["segmentation"] = mask_utils.frPyObjects(segmentation, height, width)
+
+
 def evaluate_instance_segmentation(
     gt: PathLike | dict[str, Any],
     results: PathLike | Sequence[dict[str, Any]],
@@ -76,6 +87,7 @@ def evaluate_instance_segmentation(
                 c["id"]: {"name": c.get("name", str(c["id"])), "AP": 0.0} for c in coco_gt.dataset["categories"]
             }
         return output
+    _compress_rles(detections)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         coco_dt = coco_gt.loadRes(detections)

@@ -21,6 +21,7 @@ from mask2former.modeling.builder import (
     build_pixel_decoder,
     build_transformer_decoder,
 )
+from mask2former.modeling.checkpointing import GradientCheckpointingMixin
 from mask2former.modeling.outputs import (
     Mask2FormerForUniversalSegmentationOutput,
     Mask2FormerModelOutput,
@@ -80,7 +81,7 @@ def check_pixel_values(pixel_values: Tensor, num_channels: int, pixel_mask: Tens
         )
 
 
-class Mask2FormerModel(PretrainedMixin, nn.Module):
+class Mask2FormerModel(PretrainedMixin, GradientCheckpointingMixin, nn.Module):
     """The Mask2Former body: returns the hidden states needed to compute class and mask logits."""
 
     def __init__(self, config: Mask2FormerConfig) -> None:
@@ -135,7 +136,7 @@ class Mask2FormerModel(PretrainedMixin, nn.Module):
         return output if as_dict else output.to_tuple()
 
 
-class Mask2FormerForUniversalSegmentation(PretrainedMixin, nn.Module):
+class Mask2FormerForUniversalSegmentation(PretrainedMixin, GradientCheckpointingMixin, nn.Module):
     """Mask2Former with its class head: one model for panoptic, instance and semantic segmentation."""
 
     _checkpoint_prefix = ""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import FeatureInfo
+from .checkpointing import call_layer
 from .deformable_attention import MultiScaleDeformableAttention
 from .position_encoding import sine_position_embedding
 
@@ -112,7 +113,12 @@ class DeformableEncoderLayer(nn.Module):
 
 
 class DeformableEncoder(nn.Module):
-    """A stack of :class:`DeformableEncoderLayer` over the flattened levels."""
+    """A stack of :class:`DeformableEncoderLayer` over the flattened levels.
+
+    With ``gradient_checkpointing`` each layer is recomputed in backward instead of keeping its activations.
+    """
+
+    gradient_checkpointing: bool = False
 
     def __init__(self, layers: Sequence[DeformableEncoderLayer]) -> None:
         super().__init__()
@@ -128,7 +134,9 @@ class DeformableEncoder(nn.Module):
         """(B, S, D) -> (B, S, D), plus each layer's sampling weights (B, S, nh, L, P)."""
         all_weights = []
         for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, position_embeddings, reference_points, spatial_shapes)
+            hidden_states, weights = call_layer(
+                layer, self.gradient_checkpointing, hidden_states, position_embeddings, reference_points, spatial_shapes
+            )
             all_weights.append(weights)
         return hidden_states, tuple(all_weights)
 

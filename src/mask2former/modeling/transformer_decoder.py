@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mask2former.modeling.checkpointing import call_layer
 from mask2former.modeling.position_encoding import sine_position_embedding
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
@@ -299,7 +300,12 @@ class MaskedAttentionTransformer(nn.Module):
     ``dropout`` applies to attention probabilities, residual branches and the FFN hidden layer. transformers also
     reuses it as a layer-drop probability during training; the original Mask2Former has no layer drop and neither
     does this module (no difference at the default 0.0).
+
+    With ``gradient_checkpointing`` each decoder layer is recomputed in backward instead of keeping its activations
+    (the prediction heads between layers are not: their mask logits are outputs that the loss needs anyway).
     """
+
+    gradient_checkpointing: bool = False
 
     def __init__(
         self,
@@ -403,7 +409,10 @@ class MaskedAttentionTransformer(nn.Module):
         for index, layer in enumerate(self.decoder.layers):
             level = index % self.num_levels
             blocked = attention_mask_from_logits(mask_logits, sizes[level])  # (B, Q, H_l*W_l)
-            x, weights = layer(x, query_pos, memories[level], memory_pos[level], blocked, output_attentions)
+            x, weights = call_layer(
+                layer, self.gradient_checkpointing, x, query_pos, memories[level], memory_pos[level], blocked,
+                output_attentions,
+            )
             normed, mask_logits = self.decoder.predict(x, mask_features)
             hidden_states.append(x)
             intermediate.append(normed)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mask2former.modeling.backbones import FeatureInfo
+from mask2former.modeling.checkpointing import call_layer
 
 _ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
@@ -292,7 +293,12 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """Blocks alternating plain and shifted windows, then (except in the last stage) a patch merging."""
+    """Blocks alternating plain and shifted windows, then (except in the last stage) a patch merging.
+
+    With ``gradient_checkpointing`` each block is recomputed in backward instead of keeping its activations.
+    """
+
+    gradient_checkpointing: bool = False
 
     def __init__(
         self,
@@ -341,7 +347,7 @@ class SwinStage(nn.Module):
                 H + (-H % w), W + (-W % w), w, self.shift_size, device=x.device, dtype=x.dtype
             )  # (nW, N, N)
         for block in self.blocks:
-            x = block(x, shift_mask)
+            x = call_layer(block, self.gradient_checkpointing, x, shift_mask)
         return x, (self.downsample(x) if self.downsample is not None else None)
 
 

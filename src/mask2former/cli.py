@@ -1,72 +1,120 @@
-"""Command line: ``mask2former demo | train | evaluate``. The only module that reads argv."""
+"""Command line: ``mask2former demo | predict | train | evaluate``. The only module that reads argv."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
-DEMO_LABELS = {0: "sky", 1: "grass", 2: "circle", 3: "square", 4: "triangle"}
+def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files, folders (the images directly inside) or glob patterns ('data/**/*.jpg'); "
+                             "none: the bundled example images")
+    parser.add_argument("--model", help="model directory or hub id; default: the bundled demo model")
+    parser.add_argument("--task", choices=["panoptic", "instance", "semantic"], default="panoptic")
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/predict"))
+    parser.add_argument("--format", choices=["overlay", "coco"], default="overlay",
+                        help="overlay: an overlay PNG and a segments JSON per image; coco: also the COCO files that "
+                             "'mask2former evaluate' reads")
+    parser.add_argument("--coco-categories", metavar="GT_JSON",
+                        help="a COCO JSON whose category ids (matched by label name) and image ids (matched by file "
+                             "name) the COCO outputs use")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    parser.add_argument("--size", type=int, help="the processor's shortest edge; default: the model's")
+    parser.add_argument("--threshold", type=float, default=0.5, help="minimum segment score")
+    parser.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold")
+    parser.add_argument("--overlap-threshold", type=float, default=0.8,
+                        help="drop segments that keep less than this share of their mask after overlaps")
+    parser.add_argument("--side-by-side", action="store_true", help="put the photo left of the overlay")
+    parser.add_argument("--alpha", type=float, default=0.6, help="opacity of the colour fill")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _demo_config():
-    from mask2former import Mask2FormerConfig
+def run_predict(args: argparse.Namespace, *, overwrite: bool | None = None) -> int:
+    """``mask2former predict``: 0 when every image was segmented, 1 when some could not be read, 2 for bad inputs
+    or outputs that exist. Under torchrun every process runs this on its share of the images."""
+    from mask2former.predict import CocoTarget, InputError, Predictor, bundled_examples, collect_images, \
+        predict_to_folder
+    from mask2former.train.loop import _setup_distributed
 
-    backbone = dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=7, drop_path_rate=0.0,
-                    out_features=["stage1", "stage2", "stage3", "stage4"])
-    return Mask2FormerConfig(backbone_config=backbone, feature_size=64, mask_feature_size=64, hidden_dim=64,
-                             encoder_feedforward_dim=128, dim_feedforward=256, num_attention_heads=4,
-                             encoder_layers=2, decoder_layers=4, num_queries=20, id2label=DEMO_LABELS)
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1.", file=sys.stderr)
+        return 2
+    try:
+        paths = collect_images(args.inputs) if args.inputs else bundled_examples()
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.coco_categories is not None and not Path(args.coco_categories).is_file():
+        print(f"error: {args.coco_categories}: no such file (--coco-categories).", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not _cuda():
+        print("error: --device cuda was asked for, but this machine has no CUDA device; use --device cpu.",
+              file=sys.stderr)
+        return 2
+    ctx = _setup_distributed(args.device)
+    try:
+        device = args.device
+        if ctx.world_size > 1 and args.device != "cpu" and _cuda():
+            device = f"cuda:{ctx.local_rank}"
+        try:
+            predictor = Predictor.from_pretrained(
+                args.model, args.task, device=device, dtype=args.dtype, size=args.size, threshold=args.threshold,
+                mask_threshold=args.mask_threshold, overlap_mask_area_threshold=args.overlap_threshold)
+            target = CocoTarget.from_coco_json(args.coco_categories, predictor.id2label) \
+                if args.coco_categories is not None else None
+        except (OSError, ValueError) as error:  # a model that is not there, a COCO file that is not one
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        prefix = f"[rank {ctx.rank}] " if ctx.world_size > 1 else ""
+        try:
+            summary = predict_to_folder(
+                predictor, paths, args.output_dir, batch_size=args.batch_size, coco=args.format == "coco",
+                coco_target=target, overwrite=args.overwrite if overwrite is None else overwrite,
+                side_by_side=args.side_by_side, alpha=args.alpha,
+                progress=not args.no_progress and sys.stderr.isatty(),
+                report=lambda message: print(prefix + message, file=sys.stderr, flush=True))
+        except FileExistsError as error:
+            if ctx.main:
+                print(f"error: {error}", file=sys.stderr)
+            return 2
+    finally:
+        if ctx.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if ctx.main:
+        _print_summary(summary)
+    return 0 if summary.ok else 1
 
 
-def run_demo(output_dir: Path, seed: int = 0) -> list[Path]:
-    """Segment the bundled example images with a small checkpoint created on the spot; return the overlay paths.
-
-    The checkpoint has RANDOM weights (no trained demo model ships yet): the pictures show the pipeline working end
-    to end (checkpoint written and read back, preprocessing, model, panoptic post-processing, overlay), not a
-    meaningful segmentation.
-    """
-    import numpy as np
+def _cuda() -> bool:
     import torch
-    from PIL import Image
 
-    from mask2former import Mask2FormerForUniversalSegmentation
-    from mask2former.processing import Mask2FormerImageProcessor
-    from mask2former.visualize import overlay_segments
+    return torch.cuda.is_available()
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = output_dir / "checkpoint"
-    torch.manual_seed(seed)
-    Mask2FormerForUniversalSegmentation(_demo_config()).save_pretrained(checkpoint)
-    processor = Mask2FormerImageProcessor(size={"shortest_edge": 256, "longest_edge": 512})
-    processor.save_pretrained(checkpoint)
 
-    model = Mask2FormerForUniversalSegmentation.from_pretrained(checkpoint)
-    processor = Mask2FormerImageProcessor.from_pretrained(checkpoint)
-    examples = sorted(p for p in resources.files("mask2former.assets.examples").iterdir() if p.name.endswith(".jpg"))
-    written = []
-    for example in examples:
-        image = Image.open(example).convert("RGB")  # type: ignore[arg-type]
-        inputs = processor(image, return_tensors="pt")
-        with torch.no_grad():
-            outputs = model(**inputs)
-        result = processor.post_process_panoptic_segmentation(
-            outputs, threshold=0.0, target_sizes=[(image.height, image.width)]
-        )[0]
-        segmentation = result["segmentation"].cpu().numpy().astype(np.int64)
-        overlay = overlay_segments(image, segmentation, result["segments_info"])
-        stem = Path(example.name).stem
-        overlay.save(output_dir / f"{stem}_panoptic.png")
-        segments = [
-            {**info, "label": model.config.id2label[int(info["label_id"])],
-             "area": int((segmentation == info["id"]).sum())}
-            for info in result["segments_info"]
-        ]
-        (output_dir / f"{stem}_segments.json").write_text(json.dumps(segments, indent=2, default=float))
-        written.append(output_dir / f"{stem}_panoptic.png")
-    return written
+def _print_summary(summary: Any) -> None:
+    written = summary.written if summary.num_written == len(summary.written) else []
+    for path in written[:10]:
+        print(f"wrote {path}")
+    if len(written) > 10:
+        print(f"... and {len(written) - 10} more")
+    print(f"{summary.num_written} of {summary.num_inputs} images segmented; overlays (.png) and segments (.json) "
+          f"are in {summary.output_dir}")
+    for path in summary.coco_files:
+        print(f"COCO output: {path}")
+    for note in summary.notes:
+        print(f"note: {note}")
+    if summary.failures:
+        print(f"{len(summary.failures)} image(s) could not be read and were skipped:", file=sys.stderr)
+        for path, reason in summary.failures:
+            print(f"  {path}: {reason}", file=sys.stderr)
 
 
 def _data_spec_from_args(args: argparse.Namespace):
@@ -146,9 +194,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mask2former", description="Mask2Former universal image segmentation.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="segment the bundled example images end to end (random-weight model)")
+    demo = commands.add_parser("demo", help="segment the bundled example images with the bundled demo model")
     demo.add_argument("--output-dir", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    predict = commands.add_parser("predict", help="segment images: overlay PNGs, segment JSONs, COCO files",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_predict_arguments(predict)
 
     train = commands.add_parser("train", help="train or fine-tune (single process, or every process under torchrun)")
     train.add_argument("--config", type=Path, help="YAML file of training settings (see docs/training.md)")
@@ -173,13 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        written = run_demo(args.output_dir, seed=args.seed)
-        print("NOTE: the demo model has random weights (a trained demo model is not bundled yet); the overlays show")
-        print("the pipeline running end to end, not meaningful segments.")
-        for path in written:
-            print(f"wrote {path}")
-        print(f"checkpoint and segment lists are in {args.output_dir}")
-        return 0
+        print("NOTE: the demo model is a small Mask2Former this project trained from scratch on synthetic shapes "
+              "(recipes/demo_model.yaml):\nit knows circles, squares, triangles, sky, grass and water, not real "
+              "photos. For those use an official checkpoint:\n  mask2former predict IMAGES --model "
+              "facebook/mask2former-swin-tiny-coco-panoptic --output-dir DIR   (see docs/predict.md)")
+        demo_args = predict.parse_args(["--output-dir", str(args.output_dir), "--device", args.device,
+                                        "--side-by-side"])
+        return run_predict(demo_args, overwrite=True)
+    if args.command == "predict":
+        return run_predict(args)
     if args.command == "train":
         return run_train(args)
     return run_evaluate(args)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mask2former.modeling.deformable_attention import MultiScaleDeformableAttention, multi_scale_deformable_attention
+from mask2former.modeling.deformable_attention import (
+    MultiScaleDeformableAttention,
+    multi_scale_deformable_attention,
+    multi_scale_deformable_attention_fast,
+)
 
 SPATIAL_SHAPES = [(3, 5), (2, 3), (1, 2)]
 
@@ -82,10 +86,80 @@ def test_matches_transformers_function_and_gradients(dtype):
         torch.testing.assert_close(grad, expected_grad, rtol=0, atol=atol)
 
 
-def test_rejects_shapes_that_do_not_cover_the_sequence():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fast_path_matches_reference_and_gradients(dtype):
+    value, locations, weights = _random_inputs(dtype, batch=3, heads=4, head_dim=5)
+    # beyond the random points (a third outside the map): points far outside, on the map's corners and half a pixel
+    # outside, where one corner pair leaves the map
+    locations[0, 0, :, :, 0] = torch.tensor([-3.0, 7.0], dtype=dtype)
+    locations[0, 1, :, :, 0] = torch.tensor([50.0, -50.0], dtype=dtype)
+    for level, (height, width) in enumerate(SPATIAL_SHAPES):
+        locations[1, 3, :, level, 1] = torch.tensor([0.0, 1.0], dtype=dtype)  # corners of the map
+        locations[2, 4, :, level, 2] = torch.tensor([1.0 + 0.5 / width, -0.5 / height], dtype=dtype)  # half outside
+    out, grads = _grads(multi_scale_deformable_attention_fast, value, locations, weights)
+    expected, expected_grads = _grads(multi_scale_deformable_attention, value, locations, weights)
+    atol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, expected, rtol=0, atol=atol)
+    for name, grad, expected_grad in zip(("value", "locations", "weights"), grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=atol, msg=f"gradient w.r.t. {name}")
+    assert grads[1][0, :2, :, :, 0].abs().max() == 0  # far outside: no gradient, as with grid_sample
+
+    # Exactly on pixel centres the output is the pixel itself. (The location gradient is one-sided there, and which
+    # side depends on the last bit of each implementation's coordinate arithmetic, so it is not compared.)
+    for level, (height, width) in enumerate(SPATIAL_SHAPES):
+        locations[:, :, :, level, 0] = torch.tensor([0.5 / width, 1.5 / height], dtype=dtype).clamp(max=1.0)
+    torch.testing.assert_close(
+        multi_scale_deformable_attention_fast(value, SPATIAL_SHAPES, locations, weights),
+        multi_scale_deformable_attention(value, SPATIAL_SHAPES, locations, weights),
+        rtol=0,
+        atol=atol,
+    )
+
+
+def test_fast_path_on_one_level_one_point_and_unequal_widths():
+    generator = torch.Generator().manual_seed(3)
+    for shapes in ([(4, 9)], [(1, 1), (6, 2), (2, 11)]):
+        seq_len = sum(h * w for h, w in shapes)
+        value = torch.randn(2, seq_len, 3, 4, generator=generator, dtype=torch.float64)
+        locations = torch.rand(2, 5, 3, len(shapes), 1, 2, generator=generator, dtype=torch.float64) * 1.4 - 0.2
+        weights = torch.rand(2, 5, 3, len(shapes), 1, generator=generator, dtype=torch.float64)
+        torch.testing.assert_close(
+            multi_scale_deformable_attention_fast(value, shapes, locations, weights),
+            multi_scale_deformable_attention(value, shapes, locations, weights),
+            rtol=0,
+            atol=1e-12,
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fast_path_in_half_precision_is_close_to_float32(dtype):
+    value, locations, weights = _random_inputs(torch.float32, heads=4, head_dim=8)
+    expected = multi_scale_deformable_attention(value, SPATIAL_SHAPES, locations, weights)
+    got = multi_scale_deformable_attention_fast(value.to(dtype), SPATIAL_SHAPES, locations.to(dtype), weights.to(dtype))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), expected, rtol=0, atol=0.05)
+
+
+def test_module_switches_between_fast_path_and_reference():
+    torch.manual_seed(0)
+    attn = MultiScaleDeformableAttention(embed_dim=16, num_heads=4, num_levels=3, num_points=2).double()
+    with torch.no_grad():
+        for param in attn.parameters():
+            param.normal_(0, 0.5)
+    seq_len = sum(h * w for h, w in SPATIAL_SHAPES)
+    hidden = torch.randn(2, seq_len, 16, dtype=torch.float64)
+    reference = torch.rand(1, seq_len, 1, 2, dtype=torch.float64)
+    fast, _ = attn(hidden, None, reference, SPATIAL_SHAPES)
+    attn.use_reference_kernel = True
+    slow, _ = attn(hidden, None, reference, SPATIAL_SHAPES)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("function", [multi_scale_deformable_attention, multi_scale_deformable_attention_fast])
+def test_rejects_shapes_that_do_not_cover_the_sequence(function):
     value, locations, weights = _random_inputs()
     with pytest.raises(ValueError):
-        multi_scale_deformable_attention(value, SPATIAL_SHAPES[:2], locations[:, :, :, :2], weights[:, :, :, :2])
+        function(value, SPATIAL_SHAPES[:2], locations[:, :, :, :2], weights[:, :, :, :2])
 
 
 def test_initialisation():

@@ -1,8 +1,13 @@
 """Multi-scale deformable attention (Deformable DETR), as used by the Mask2Former pixel decoder.
 
 Every query looks at a handful of points per feature level, placed around its reference point by learned offsets, and
-mixes the bilinearly sampled values with learned softmax weights. :func:`multi_scale_deformable_attention` is the one
-place where the sampling happens; a faster kernel can sit beside it and be tested against it.
+mixes the bilinearly sampled values with learned softmax weights.
+
+Two functions compute the same thing. :func:`multi_scale_deformable_attention` is the readable reference: one
+``grid_sample`` per level, then a weighted sum. :func:`multi_scale_deformable_attention_fast` turns every sample into
+four weighted table rows and sums all of a query's rows (levels x points x corners) in one ``F.embedding_bag`` call: no
+per-level round trip, no (B*nh, hd, Q, P) intermediate, the output already in (B, Q, nh*hd) order. Both give the
+gradients of ``grid_sample`` for the values, the locations and the weights; the tests hold them together.
 """
 
 from __future__ import annotations
@@ -58,13 +63,101 @@ def multi_scale_deformable_attention(
     return output.transpose(1, 2).contiguous()  # (B, Q, nh*hd)
 
 
+def _padded_value_table(value: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]], row_width: int) -> torch.Tensor:
+    """The levels of ``value`` as zero-bordered maps of one common width, flattened into one table of head vectors.
+
+    value (B, S, nh, hd) -> (B * S' * nh, hd), S' = sum of (H_l + 3) * ``row_width``: level l becomes a map of
+    H_l + 3 rows (one zero row above, two below) and ``row_width`` >= W_l + 3 columns (one zero column left, the rest
+    right). Row r of the table holds head r % nh of position (r // nh) % S' of image r // (S' * nh).
+    """
+    batch, _, num_heads, head_dim = value.shape
+    levels = value.split([height * width for height, width in spatial_shapes], dim=1)
+    padded = [
+        F.pad(level.reshape(batch, height, width, num_heads * head_dim), (0, 0, 1, row_width - width - 1, 1, 2))
+        for level, (height, width) in zip(levels, spatial_shapes)
+    ]  # each (B, H_l + 3, row_width, nh*hd)
+    return torch.cat([level.flatten(1, 2) for level in padded], dim=1).view(-1, head_dim)  # (B*S'*nh, hd)
+
+
+def multi_scale_deformable_attention_fast(
+    value: torch.Tensor,
+    spatial_shapes: Sequence[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Same inputs, output and gradients as :func:`multi_scale_deformable_attention`, computed as one weighted gather.
+
+    A bilinear sample is the sum of its four corner pixels, each weighted by the area of the opposite sub-rectangle.
+    Folding the attention weight into those four weights makes the output of a (query, head) the weighted sum of
+    L * P * 4 rows of a value table, which ``F.embedding_bag(mode="sum", per_sample_weights=...)`` computes in one call
+    (and differentiates for both the table and the weights). Corners outside a map must read zeros: every level is
+    given a zero border in the table (:func:`_padded_value_table`) and pixel coordinates are clamped to [-1, W_l] x
+    [-1, H_l], so every corner index is valid and out-of-map corners land on zeros. Clamping changes nothing inside
+    that range and, beyond it, only points whose four corners are all outside (zero output and zero gradient, as
+    with ``grid_sample``). All levels share one table width, so the four corner offsets are the same on every level.
+    """
+    batch, seq_len, num_heads, head_dim = value.shape
+    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+    if sum(height * width for height, width in spatial_shapes) != seq_len:
+        raise ValueError(f"spatial_shapes {list(spatial_shapes)} do not cover the {seq_len} positions of value")
+    device = value.device
+    dtype = torch.promote_types(sampling_locations.dtype, torch.float32)  # coordinates never in half precision
+    row_width = max(width for _, width in spatial_shapes) + 3
+    table = _padded_value_table(value, spatial_shapes, row_width)  # (B*S'*nh, hd)
+    padded_len = table.shape[0] // (batch * num_heads)  # S'
+    level_starts = [0]
+    for height, _ in spatial_shapes[:-1]:
+        level_starts.append(level_starts[-1] + (height + 3) * row_width)
+
+    n, lp = batch * num_queries * num_heads, num_levels * num_points  # N samples sets, L*P points per set
+    # Per column of the (N, L*P*2) location matrix: the level's (W, H) turns normalised (x, y) into pixel coordinates.
+    level_size = torch.tensor([[w, h] for h, w in spatial_shapes], device=device, dtype=dtype)  # (L, 2)
+    level_size = level_size[:, None].expand(num_levels, num_points, 2).reshape(lp * 2)  # (L*P*2,)
+    locations = sampling_locations.reshape(n, lp * 2).to(dtype)  # (N, L*P*2) as (x, y) pairs
+    xy = torch.addcmul(locations.new_tensor(-0.5), locations, level_size)  # pixel centres at integers
+    xy = xy.clamp(min=-1.0).minimum(level_size)  # (N, L*P*2)
+    xy_floor = xy.floor()
+    frac = (xy - xy_floor).view(n, lp, 2)  # (N, L*P, 2): distance from the top-left corner, in [0, 1)
+
+    # Table row of the top-left corner: image b, head h, padded row y + 1, padded column x + 1 of level l.
+    corner = xy_floor.view(n, lp, 2).to(torch.int64 if table.shape[0] >= 2**31 else torch.int32)
+    level_offset = torch.tensor(
+        [start + row_width + 1 for start in level_starts], device=device, dtype=corner.dtype
+    )[:, None].expand(num_levels, num_points).reshape(lp)  # (L*P,)
+    position = corner[..., 0] + corner[..., 1] * row_width + level_offset  # (N, L*P) in [0, S')
+    image_head = (
+        torch.arange(batch, device=device, dtype=corner.dtype)[:, None] * (padded_len * num_heads)
+        + torch.arange(num_heads, device=device, dtype=corner.dtype)
+    )  # (B, nh)
+    row = torch.add(image_head[:, None, :, None], position.view(batch, num_queries, num_heads, lp), alpha=num_heads)
+    corner_step = torch.tensor([0, 1, row_width, row_width + 1], device=device, dtype=corner.dtype) * num_heads
+    rows = row.view(n, 1, lp) + corner_step[:, None]  # (N, 4, L*P): corners (0,0), (0,1), (1,0), (1,1) as (dy, dx)
+
+    weights = attention_weights.reshape(n, lp).to(dtype)  # (N, L*P)
+    fx, fy = frac[..., 0], frac[..., 1]  # (N, L*P) each
+    weight_bottom = fy * weights
+    weight_y = torch.stack((weights - weight_bottom, weight_bottom), dim=1)  # (N, 2, L*P): rows y, y + 1
+    weight_x = torch.stack((1 - fx, fx), dim=1)  # (N, 2, L*P): columns x, x + 1
+    corner_weights = (weight_y[:, :, None] * weight_x[:, None]).view(n, 4 * lp)  # (N, 4*L*P), same order as rows
+
+    output = F.embedding_bag(
+        rows.view(n, 4 * lp), table, mode="sum", per_sample_weights=corner_weights.to(table.dtype)
+    )  # (N, hd), N in (B, Q, nh) order
+    return output.view(batch, num_queries, num_heads * head_dim)
+
+
 class MultiScaleDeformableAttention(nn.Module):
     """Deformable self-attention over a flattened sequence of L feature levels.
 
     Each position predicts, from its query (features + position embedding), ``num_points`` offsets per head and level
     around its reference point, plus one softmax weight per sampled point (normalised over levels x points).
     Offsets are in pixels of the level they sample: they are divided by that level's (W, H).
+
+    The sampling runs :func:`multi_scale_deformable_attention_fast`; set ``use_reference_kernel = True`` on a module
+    (or on the class) to run the ``grid_sample`` reference instead.
     """
+
+    use_reference_kernel: bool = False
 
     def __init__(self, *, embed_dim: int, num_heads: int, num_levels: int, num_points: int) -> None:
         super().__init__()
@@ -142,5 +235,6 @@ class MultiScaleDeformableAttention(nn.Module):
             + offsets / level_sizes[None, None, None, :, None, :]
         )  # (B, S, nh, L, P, 2)
 
-        output = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)  # (B, S, D)
+        sample = multi_scale_deformable_attention if self.use_reference_kernel else multi_scale_deformable_attention_fast
+        output = sample(value, spatial_shapes, locations, weights)  # (B, S, D)
         return self.output_proj(output), weights

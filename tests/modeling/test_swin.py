@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mask2former.modeling.backbones import FeatureInfo
 from mask2former.modeling.backbones.swin import (
     SwinBackbone,
     relative_position_index,
     shifted_window_mask,
+    window_gather_indices,
     window_partition,
     window_reverse,
 )
@@ -156,6 +158,22 @@ def test_window_helpers():
     assert mask.shape == (4, 9, 9)
     assert (mask[0] == 0).all()  # the top-left window holds one region only
     assert set(mask.unique().tolist()) == {0.0, -100.0}
+
+
+@pytest.mark.parametrize(
+    "height, width, window, shift", [(13, 17, 7, 3), (14, 21, 7, 3), (5, 9, 7, 0), (7, 7, 7, 3), (3, 2, 12, 6)]
+)
+def test_window_gathers_equal_pad_roll_partition(height, width, window, shift):
+    """The two gathers of a block equal the readable path: pad, roll, partition; reverse, roll back, crop."""
+    x = torch.randn(2, height, width, 4)
+    padded = F.pad(x, (0, 0, 0, -width % window, 0, -height % window))  # (B, Hp, Wp, C)
+    expected = window_partition(torch.roll(padded, shifts=(-shift, -shift), dims=(1, 2)), window)  # (B, nW, N, C)
+    to_windows, from_windows = window_gather_indices(height, width, window, shift, device=torch.device("cpu"))
+    tokens = torch.cat([x.flatten(1, 2), x.new_zeros(2, 1, 4)], dim=1)  # map tokens, then the zero token
+    windows = tokens[:, to_windows].view(expected.shape)
+    assert torch.equal(windows, expected)
+    rolled_back = torch.roll(window_reverse(windows, window, *padded.shape[1:3]), (shift, shift), dims=(1, 2))
+    assert torch.equal(windows.flatten(1, 2)[:, from_windows].view(x.shape), rolled_back[:, :height, :width])
 
 
 @pytest.mark.parametrize("size", list(OFFICIAL))

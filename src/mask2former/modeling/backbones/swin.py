@@ -11,6 +11,7 @@ layout (``attention.self.query``, ``intermediate.dense``, ...) so that state dic
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +85,49 @@ def shifted_window_mask(
     region = window_partition(region[None, :, :, None], window_size)[0, :, :, 0]  # (nW, N)
     different = region[:, :, None] != region[:, None, :]  # (nW, N, N)
     return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill(different, -100.0)
+
+
+def window_gather_indices(
+    height: int, width: int, window_size: int, shift_size: int, *, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Indices that cut a map into (shifted) windows and put it back, each as one gather.
+
+    Equivalent to zero-padding the (H, W) map right and bottom to multiples of the window (Hp, Wp), rolling it up and
+    left by ``shift_size``, then :func:`window_partition`; and back: :func:`window_reverse`, the opposite roll, cropping.
+
+    Returns ``to_windows`` (nW * N,): the map token (row-major, in [0, H*W]) that each window token reads, H*W standing
+    for a zero token (padding); and ``from_windows`` (H * W,): the window token (in [0, nW*N)) holding each map token.
+    """
+    w, s = window_size, shift_size
+    padded_h, padded_w = height + (-height % w), width + (-width % w)
+    # (row, column) of the padded map seen by each window token, windows and tokens row-major
+    rows = (torch.arange(padded_h, device=device) + s) % padded_h  # (Hp,) rolled row -> padded row
+    cols = (torch.arange(padded_w, device=device) + s) % padded_w  # (Wp,)
+    rows = rows.view(padded_h // w, 1, w, 1)  # (Hp/w, 1, w, 1): window row, token row
+    cols = cols.view(1, padded_w // w, 1, w)  # (1, Wp/w, 1, w): window column, token column
+    inside = (rows < height) & (cols < width)  # (Hp/w, Wp/w, w, w)
+    to_windows = torch.where(inside, rows * width + cols, height * width).flatten()  # (nW * N,)
+    from_windows = torch.empty(height * width, dtype=torch.long, device=device)
+    from_windows[to_windows[inside.flatten()]] = torch.arange(to_windows.numel(), device=device)[inside.flatten()]
+    return to_windows, from_windows  # (nW * N,), (H * W,)
+
+
+class WindowLayout(NamedTuple):
+    """How a stage's blocks of one shift cut their map into windows; computed once per stage and map size."""
+
+    to_windows: Tensor
+    """(nW * N,) map token read by each window token, H*W for padding (see :func:`window_gather_indices`)."""
+    from_windows: Tensor
+    """(H * W,) window token holding each map token."""
+    shift_mask: Tensor | None
+    """(nW, N, N) additive mask of shifted windows, None without shift."""
+
+
+def _gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
+    """tokens (B, T, C), index (I,) into T -> (B, I, C): ``tokens[:, index]`` as one row gather over the whole batch."""
+    B, T, C = tokens.shape
+    index = (index[None] + torch.arange(B, device=index.device)[:, None] * T).flatten()  # (B*I,)
+    return tokens.reshape(B * T, C).index_select(0, index).view(B, -1, C)
 
 
 class DropPath(nn.Module):
@@ -178,26 +222,27 @@ class WindowSelfAttention(nn.Module):
     def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
         """Attend within each window.
 
-        ``windows`` is (B, nW, N, C); ``shift_mask`` is None or the additive (nW, N, N) mask of shifted windows.
-        Returns (B, nW, N, C), before the output projection.
+        ``windows`` is (B * nW, N, C), the windows of B images one image after the other; ``shift_mask`` is None or
+        the additive (nW, N, N) mask of shifted windows. Returns (B * nW, N, C), before the output projection.
+
+        Query, key and value come from one matrix product with the three checkpoint matrices stacked (they stay
+        separate parameters). Windows are the batch axis of the attention and heads its head axis, so q, k and v are
+        strided views of that product and the output is already in token-major order: no copies around the kernel.
         """
-        B, nW, N, C = windows.shape
+        num_windows, N, C = windows.shape  # num_windows = B * nW
         nh = self.num_heads
-
-        def split_heads(x: Tensor) -> Tensor:
-            x = x.view(B, nW, N, nh, C // nh).transpose(2, 3)  # (B, nW, nh, N, hs)
-            return x.reshape(B, nW * nh, N, C // nh)  # (B, nW * nh, N, hs)
-
-        # Windows and heads share the attention's head axis, so one (nW * nh, N, N) mask serves the whole batch.
-        q, k, v = split_heads(self.query(windows)), split_heads(self.key(windows)), split_heads(self.value(windows))
-        mask = self.relative_position_bias().expand(nW, nh, N, N)  # (nW, nh, N, N)
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3C, C)
+        bias = None if self.query.bias is None else torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        qkv = F.linear(windows, weight, bias).view(num_windows, N, 3, nh, C // nh)  # (B*nW, N, 3, nh, hs)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, nh, N, hs)
+        mask = self.relative_position_bias()[None]  # (1, nh, N, N), the same for every window
         if shift_mask is not None:
             mask = mask + shift_mask[:, None]  # (nW, nh, N, N)
-        mask = mask.reshape(1, nW * nh, N, N).to(q.dtype)  # (1, nW * nh, N, N)
+            if num_windows != mask.shape[0]:
+                mask = mask.repeat(num_windows // mask.shape[0], 1, 1, 1)  # (B*nW, nh, N, N)
         dropout = self.attention_dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nW * nh, N, hs)
-        out = out.view(B, nW, nh, N, C // nh).transpose(2, 3)  # (B, nW, N, nh, hs)
-        return out.reshape(B, nW, N, C)  # (B, nW, N, C)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout)  # (B*nW, nh, N, hs)
+        return out.transpose(1, 2).reshape(num_windows, N, C)  # (B*nW, N, C)
 
 
 class Attention(nn.Module):
@@ -213,7 +258,7 @@ class Attention(nn.Module):
         self.output = DenseOutput(dim, dim, dropout=dropout)
 
     def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
-        """(B, nW, N, C) -> (B, nW, N, C)."""
+        """(B * nW, N, C) -> (B * nW, N, C)."""
         return self.output(self.self(windows, shift_mask))
 
 
@@ -254,21 +299,18 @@ class SwinBlock(nn.Module):
         self.output = DenseOutput(hidden_dim, dim, dropout=dropout)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: Tensor, shift_mask: Tensor | None = None) -> Tensor:
-        """(B, H, W, C) -> (B, H, W, C). ``shift_mask``: the (nW, N, N) mask of the padded map, for shifted blocks."""
-        _, H, W, _ = x.shape
-        w, s = self.window_size, self.shift_size
+    def forward(self, x: Tensor, windows: WindowLayout) -> Tensor:
+        """(B, H, W, C) -> (B, H, W, C). ``windows``: the gathers and mask of this block's window layout."""
+        B, H, W, C = x.shape
+        N = self.window_size**2
 
-        y = self.layernorm_before(x)
-        y = F.pad(y, (0, 0, 0, -W % w, 0, -H % w))  # (B, Hp, Wp, C), multiples of w
-        Hp, Wp = y.shape[1:3]
-        if s > 0:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        y = self.attention(window_partition(y, w), shift_mask if s > 0 else None)  # (B, nW, N, C)
-        y = window_reverse(y, w, Hp, Wp)  # (B, Hp, Wp, C)
-        if s > 0:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        x = x + self.drop_path(y[:, :H, :W])  # (B, H, W, C)
+        y = self.layernorm_before(x).view(B, H * W, C)  # (B, H*W, C)
+        if windows.to_windows.numel() != H * W:  # padding reads a zero token placed after the map's tokens
+            y = torch.cat([y, y.new_zeros(B, 1, C)], dim=1)  # (B, H*W + 1, C)
+        y = _gather_tokens(y, windows.to_windows)  # (B, nW*N, C)
+        y = self.attention(y.view(-1, N, C), windows.shift_mask)  # (B*nW, N, C)
+        y = _gather_tokens(y.view(B, -1, C), windows.from_windows).view(B, H, W, C)  # back to the map, cropped
+        x = x + self.drop_path(y)  # (B, H, W, C)
 
         # Stochastic depth on both residual branches, as in the original Swin that Mask2Former trained with
         # (transformers' Swin applies it to the attention branch only; the two agree in eval mode).
@@ -341,13 +383,16 @@ class SwinStage(nn.Module):
         """(B, H, W, C) -> the stage's map (B, H, W, C) before merging, and the merged map (B, H/2, W/2, 2C) or None."""
         _, H, W, _ = x.shape
         w = self.window_size
-        shift_mask = None
-        if len(self.blocks) > 1 and self.shift_size > 0:  # computed once, shared by every shifted block
-            shift_mask = shifted_window_mask(
-                H + (-H % w), W + (-W % w), w, self.shift_size, device=x.device, dtype=x.dtype
-            )  # (nW, N, N)
+        layouts = {}  # computed once per shift, shared by the blocks of that shift
+        for shift in sorted({block.shift_size for block in self.blocks}):
+            shift_mask = None
+            if shift > 0:
+                shift_mask = shifted_window_mask(
+                    H + (-H % w), W + (-W % w), w, shift, device=x.device, dtype=x.dtype
+                )  # (nW, N, N)
+            layouts[shift] = WindowLayout(*window_gather_indices(H, W, w, shift, device=x.device), shift_mask)
         for block in self.blocks:
-            x = call_layer(block, self.gradient_checkpointing, x, shift_mask)
+            x = call_layer(block, self.gradient_checkpointing, x, layouts[block.shift_size])
         return x, (self.downsample(x) if self.downsample is not None else None)
 
 

@@ -224,7 +224,7 @@ class MultiScaleDeformableAttention(nn.Module):
 
         offsets = self.sampling_offsets(queries).view(batch, seq_len, nh, nl, npt, 2)  # (B, S, nh, L, P, 2)
         weights = self.attention_weights(queries).view(batch, seq_len, nh, nl * npt)  # (B, S, nh, L*P)
-        weights = weights.softmax(dim=-1).view(batch, seq_len, nh, nl, npt)  # (B, S, nh, L, P)
+        weights = weights.float().softmax(dim=-1).view(batch, seq_len, nh, nl, npt)  # (B, S, nh, L, P), float32
 
         # (W, H) of each level turns pixel offsets into normalised ones
         level_sizes = torch.tensor(

@@ -39,7 +39,8 @@ def attention_mask_from_logits(mask_logits: Tensor, size: tuple[int, int]) -> Te
 
     Returns a bool tensor (B, Q, H * W), True where attention is NOT allowed.
     """
-    logits = F.interpolate(mask_logits.detach(), size=size, mode="bilinear", align_corners=False)  # (B, Q, H, W)
+    # float32 even under autocast: the 0.5 threshold is what decides which positions are seen
+    logits = F.interpolate(mask_logits.detach().float(), size=size, mode="bilinear", align_corners=False)  # (B, Q, H, W)
     # Threshold the probability, not the logit: sigmoid rounds tiny negative logits to exactly 0.5 in float32.
     blocked = logits.sigmoid().flatten(2) < 0.5  # (B, Q, H*W)
     fully_blocked = blocked.all(dim=-1, keepdim=True)  # (B, Q, 1)

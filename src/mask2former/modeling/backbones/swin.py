@@ -107,9 +107,12 @@ def window_gather_indices(
     cols = cols.view(1, padded_w // w, 1, w)  # (1, Wp/w, 1, w): window column, token column
     inside = (rows < height) & (cols < width)  # (Hp/w, Wp/w, w, w)
     to_windows = torch.where(inside, rows * width + cols, height * width).flatten()  # (nW * N,)
-    from_windows = torch.empty(height * width, dtype=torch.long, device=device)
-    from_windows[to_windows[inside.flatten()]] = torch.arange(to_windows.numel(), device=device)[inside.flatten()]
-    return to_windows, from_windows  # (nW * N,), (H * W,)
+    # map token (r, c) sits at rolled position (i, j) = ((r - s) mod Hp, (c - s) mod Wp): window (i // w, j // w),
+    # token (i mod w, j mod w)
+    i = ((torch.arange(height, device=device) - s) % padded_h)[:, None]  # (H, 1)
+    j = ((torch.arange(width, device=device) - s) % padded_w)[None, :]  # (1, W)
+    from_windows = ((i // w) * (padded_w // w) + j // w) * (w * w) + (i % w) * w + j % w  # (H, W)
+    return to_windows, from_windows.flatten()  # (nW * N,), (H * W,)
 
 
 class WindowLayout(NamedTuple):

@@ -1,0 +1,75 @@
+"""Properties of the fast paths as a whole: no graph breaks under torch.compile, half precision stays correct.
+
+The kernels themselves are compared with their references next to their modules' tests (deformable attention,
+Swin window gathers); the full model is compared with transformers in tests/test_model_parity.py.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+import torch
+
+from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+TINY = dict(
+    backbone_config=dict(
+        embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=7,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    ),
+    feature_size=32,
+    mask_feature_size=32,
+    hidden_dim=32,
+    encoder_feedforward_dim=64,
+    dim_feedforward=64,
+    num_attention_heads=4,
+    encoder_layers=2,
+    decoder_layers=4,
+    num_queries=5,
+    num_labels=3,
+)
+
+
+def test_forward_traces_without_graph_breaks():
+    torch.manual_seed(0)
+    model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**TINY)).eval()
+    explanation = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 96))
+    assert explanation.graph_break_count == 0, [reason.reason for reason in explanation.break_reasons]
+    assert explanation.graph_count == 1
+
+
+def _demo_model_directory():
+    directory = resources.files("mask2former") / "assets" / "demo_model"
+    if not (directory / "model.safetensors").is_file():
+        pytest.skip("the trained demo model is not in this checkout")
+    return str(directory)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_panoptic_maps_agree_with_float32(dtype):
+    """Autocast on CPU, trained demo model, bundled example photos: >= 99% of pixels get the same segment."""
+    from PIL import Image
+
+    from mask2former.processing import Mask2FormerImageProcessor
+
+    directory = _demo_model_directory()
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(directory).eval()
+    processor = Mask2FormerImageProcessor.from_pretrained(directory)
+    examples = resources.files("mask2former") / "assets" / "examples"
+    names = sorted(p.name for p in examples.iterdir() if p.name.endswith(".jpg"))
+    assert names
+    for name in names:
+        image = Image.open(examples / name).convert("RGB")
+        pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+        maps = []
+        for half in (False, True):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=half):
+                outputs = model(pixel_values)
+            if half:
+                assert outputs.masks_queries_logits.dtype == dtype  # really ran in half precision
+            panoptic = processor.post_process_panoptic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
+            assert panoptic["segments_info"], "the demo model should find segments"
+            maps.append(panoptic["segmentation"])
+        agreement = (maps[0] == maps[1]).float().mean().item()
+        assert agreement >= 0.99, (name, agreement)

@@ -54,6 +54,37 @@ def time_call(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_times(fns: dict[str, Callable[[], Any]], repeat: int = 5, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times in seconds of each function, run in turn (order rotated every round) so load hits all alike."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeat):
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fns[name]()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio_summary(ours: list[float], theirs: list[float]) -> tuple[float, float, float]:
+    """(median ours, median theirs, median of the per-round ratios ours / theirs)."""
+    return statistics.median(ours), statistics.median(theirs), statistics.median(a / b for a, b in zip(ours, theirs))
+
+
+def load_line() -> str:
+    import os
+
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def machine_line() -> str:
     import transformers
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from mask2former.processing import rle
 from mask2former.processing.interpolation import BLOCK, axis_blocks, axis_operator, block_bounds, evaluate_blocks
+from mask2former.processing.postprocess import _first_max
 
 # (mask h, w), padded size, valid size, target size
 CASES = [
@@ -60,6 +61,28 @@ def test_blocks_reproduce_the_interpolation_chain(low, padded, valid, target):
         block_of = torch.arange(rows.count * cols.count).reshape(rows.count, cols.count)[:, :, None, None]
         block_of = block_of.expand_as(exists)[exists]
         assert (inside >= low_bound[q, block_of]).all() and (inside <= high_bound[q, block_of]).all()
+
+
+@pytest.mark.parametrize("low, padded, valid, target", CASES)
+def test_block_bounds_are_the_extremes_of_the_logits_each_block_reads(low, padded, valid, target):
+    """The fast bounds (aligned groups, then the rows left over) against a plain min/max per block window."""
+    logits = torch.randn(5, *low, generator=torch.Generator().manual_seed(1)) * 10
+    rows = axis_blocks(axis_operator(low[0], padded[0], valid[0], target[0]))
+    cols = axis_blocks(axis_operator(low[1], padded[1], valid[1], target[1]))
+    low_bound, high_bound = block_bounds(logits, rows, cols, slack=0.0)
+    for by in range(rows.count):
+        for bx in range(cols.count):
+            window = logits[:, rows.low_first[by] : rows.low_last[by] + 1, cols.low_first[bx] : cols.low_last[bx] + 1]
+            block = by * cols.count + bx
+            assert torch.equal(low_bound[:, block], window.amin((1, 2)))
+            assert torch.equal(high_bound[:, block], window.amax((1, 2)))
+
+
+def test_first_max_gives_the_code_of_the_first_slot_reaching_the_maximum():
+    values = torch.tensor([[[1.0, 5.0, 2.0], [3.0, 5.0, 2.0], [3.0, 4.0, 7.0]]])  # (1, 3 slots, 3 positions)
+    codes = torch.tensor([[30.0], [20.0], [10.0]])[None]  # the first slot has the largest code
+    best, code = _first_max(values, codes)
+    assert best.tolist() == [[3.0, 5.0, 7.0]] and code.tolist() == [[20.0, 30.0, 10.0]]
 
 
 def test_rle_matches_pycocotools():

@@ -38,8 +38,13 @@ def target(geometry, index):
     return None if geometry[3] is None else geometry[3][index]
 
 
+@pytest.mark.parametrize("path", ["pairs", "dense", "bounded"])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_semantic_matches_reference(geometry):
+def test_semantic_matches_reference(geometry, path, monkeypatch):
+    if path == "dense":  # the path for outputs where most queries matter: every query on every open block
+        monkeypatch.setattr("mask2former.processing.postprocess._DENSE_PAIRS", 0.0)
+    if path == "bounded":  # no query exact at first: every open pixel is left pending and scored again exactly
+        monkeypatch.setattr("mask2former.processing.postprocess._ACTIVE_SPREAD", float("inf"))
     outputs = outputs_for(geometry, classes=9)
     results = PROCESSOR.post_process_semantic_segmentation(outputs, target_sizes=geometry[3])
     for index, result in enumerate(results):
@@ -64,6 +69,32 @@ def test_panoptic_matches_reference(geometry, dense, monkeypatch):
         assert result["segments_info"] == segments
         assert (result["segmentation"] != segmentation).float().mean() < 1e-4  # only float-rounding ties may differ
     assert any(segment["was_fused"] for result in results for segment in result["segments_info"])
+
+
+def test_larger_scene_matches_reference(monkeypatch):
+    """Enough objects that some panoptic blocks need a second round of contenders: queries whose upper bound reaches
+    the smallest per-pixel maximum of the first round."""
+    from mask2former.processing import postprocess
+
+    rounds = []
+    first_round = postprocess._panoptic_winners
+
+    def spy(*args):
+        rounds.append(len(args) <= 8)  # the second round is called without the crossing pairs to count
+        return first_round(*args)
+
+    monkeypatch.setattr(postprocess, "_panoptic_winners", spy)
+    outputs = realistic_outputs(batch=1, height=40, width=56, queries=30, classes=5, objects=12, seed=0)
+    result = PROCESSOR.post_process_panoptic_segmentation(outputs, label_ids_to_fuse={0, 1})[0]
+    assert any(rounds), "the scene should need a second round"
+    segmentation, segments = reference_panoptic(outputs, 0, fuse={0, 1})
+    assert result["segments_info"] == segments
+    assert (result["segmentation"] != segmentation).float().mean() < 1e-4
+    scores = reference_semantic_scores(outputs, 0)
+    top2 = scores.topk(2, dim=0).values
+    clear = top2[0] - top2[1] > 1e-5
+    semantic = PROCESSOR.post_process_semantic_segmentation(outputs)[0]
+    assert torch.equal(semantic[clear], scores.argmax(0)[clear])
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)

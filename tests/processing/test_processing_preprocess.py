@@ -108,6 +108,18 @@ def test_sixteen_bit_and_float_images_follow_their_8_bit_versions():
     assert (processor(grey16, return_tensors="pt")["pixel_values"] - grey).abs().max() < one_level
 
 
+def test_threads_give_the_same_batch_as_one_thread():
+    """Several threads prepare the images of a batch concurrently (resize and normalise); the result is the same."""
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (37 + 5 * i, 53 - 3 * i, 3), dtype=np.uint8) for i in range(4)]
+    processor = Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 100})
+    alone = processor(images, return_tensors="pt")
+    torch.set_num_threads(3)  # restored by the one_thread fixture
+    together = processor(images, return_tensors="pt")
+    assert torch.equal(alone["pixel_values"], together["pixel_values"])
+    assert torch.equal(alone["pixel_mask"], together["pixel_mask"])
+
+
 def test_output_formats():
     image = np.zeros((20, 30, 3), dtype=np.uint8)
     processor = Mask2FormerImageProcessor(size={"shortest_edge": 32, "longest_edge": 64})

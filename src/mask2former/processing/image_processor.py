@@ -17,10 +17,9 @@ from .targets import encode_label_map
 from .transforms import (
     affine_coefficients,
     as_resample,
-    normalise_into_batch,
+    images_to_batch,
     output_size,
     resize_labels,
-    resize_rgb,
 )
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
@@ -179,9 +178,9 @@ class Mask2FormerImageProcessor:
 
         rgb = [to_rgb_array(image, input_data_format) for image in split_batch(images)]
         maps = self._label_maps(segmentation_maps, rgb)
+        sizes = [image.shape[:2] for image in rgb]
         if do_resize:
-            sizes = [output_size(image.shape[0], image.shape[1], size, size_divisor) for image in rgb]
-            rgb = [resize_rgb(image, h, w, resample) for image, (h, w) in zip(rgb, sizes)]
+            sizes = [output_size(height, width, size, size_divisor) for height, width in sizes]
             if maps is not None:
                 maps = [resize_labels(label_map, h, w) for label_map, (h, w) in zip(maps, sizes)]
         scale, shift = affine_coefficients(
@@ -191,8 +190,8 @@ class Mask2FormerImageProcessor:
             self.image_mean if image_mean is None else image_mean,
             self.image_std if image_std is None else image_std,
         )
-        padded = self._padded_size([image.shape[:2] for image in rgb], pad_size)
-        pixel_values, pixel_mask = normalise_into_batch(rgb, padded, scale, shift)
+        padded = self._padded_size(sizes, pad_size)
+        pixel_values, pixel_mask = images_to_batch(rgb, sizes, resample if do_resize else None, padded, scale, shift)
         return self._finish(pixel_values, pixel_mask, maps, instance_id_to_semantic_id, ignore_index,
                             do_reduce_labels, return_tensors)
 

@@ -11,7 +11,6 @@ post-processors settle most blocks from these bounds and evaluate exactly only t
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +59,7 @@ class AxisBlocks:
     weights: (nb, BLOCK, R) float32, weight of low-resolution index ``low_first + r`` for each output position
     (0 past ``out_len`` or ``low_last``); R is the longest low-resolution range.
     size: number of output positions.
+    group, group_steps, row_steps: how :func:`block_bounds` reduces each block's range, see :func:`_range_plan`.
     """
 
     out_len: Tensor
@@ -67,6 +67,9 @@ class AxisBlocks:
     low_last: Tensor
     weights: Tensor
     size: int
+    group: int
+    group_steps: Tensor
+    row_steps: Tensor
 
     @property
     def count(self) -> int:
@@ -79,6 +82,38 @@ class AxisBlocks:
     def inside(self, blocks: Tensor) -> Tensor:
         """(P, BLOCK) bool: which output positions of the given blocks (P,) exist (the last block may be partial)."""
         return torch.arange(BLOCK, device=blocks.device) < self.out_len[blocks][:, None]
+
+
+def _range_plan(first: Tensor, last: Tensor) -> tuple[int, Tensor, Tensor]:
+    """How to take the min/max over each range first[b]..last[b] (inclusive) of a sequence: (g, group_steps, row_steps).
+
+    The sequence is first reduced over aligned groups of ``g`` elements (g = 1: not at all). Each range is then the
+    union of the whole groups it contains (indices ``group_steps`` (S_g, nb) into the reduced sequence) and of the
+    elements left over at its two ends (indices ``row_steps`` (S_r, nb) into the sequence). Steps beyond what a range
+    needs repeat an index inside the range, which leaves a min or max unchanged. ``g`` minimises the work.
+    """
+    length = last - first + 1
+    size, count = int(last.max()) + 1, len(first)
+    best: tuple[int, tuple[int, Tensor, Tensor]] | None = None
+    for g in range(1, int(length.max()) + 1):
+        if g == 1:
+            every = first + torch.minimum(torch.arange(int(length.max()))[:, None], length - 1)  # (S_r, nb)
+            plan, cost = (1, first.new_zeros(0, count), every), 2 * count * len(every)
+        else:
+            group_first, group_end = -(-first // g), (last + 1) // g  # whole groups: group_first .. group_end - 1
+            groups = group_end - group_first
+            if int(groups.min()) < 1:  # a range without a whole group: this g cannot serve every block
+                continue
+            front, back = group_first * g - first, last + 1 - group_end * g  # elements left over at each end
+            group_steps = group_first + torch.minimum(torch.arange(int(groups.max()))[:, None], groups - 1)
+            fronts = first + torch.minimum(torch.arange(int(front.max()))[:, None], (front - 1).clamp(min=0))
+            backs = last - torch.minimum(torch.arange(int(back.max()))[:, None], (back - 1).clamp(min=0))
+            plan = (g, group_steps, torch.cat([fronts, backs]))
+            cost = size * (g - 1) // g + 2 * count * (len(group_steps) + len(fronts) + len(backs))
+        if best is None or cost < best[0]:
+            best = (cost, plan)
+    assert best is not None
+    return best[1]
 
 
 def axis_blocks(operator: Tensor, device: torch.device | str = "cpu") -> AxisBlocks:
@@ -99,48 +134,57 @@ def axis_blocks(operator: Tensor, device: torch.device | str = "cpu") -> AxisBlo
     weights = operator[rows[:, :, None], cols.clamp(max=low - 1)[:, None, :]]  # (nb, BLOCK, R)
     exists = (torch.arange(BLOCK)[None, :, None] < out_len[:, None, None]) & (cols <= low_last[:, None])[:, None, :]
     weights = torch.where(exists, weights, 0.0)
+    group, group_steps, row_steps = _range_plan(low_first, low_last)
     parts = (out_len, low_first, low_last, weights.float())
-    return AxisBlocks(*(part.to(device) for part in parts), size)
+    return AxisBlocks(*(part.to(device) for part in parts), size, group, group_steps.to(device), row_steps.to(device))
 
 
-def _range_bounds(values: Tensor, axis: AxisBlocks) -> tuple[Tensor, Tensor]:
-    """Min and max of ``values`` (L, X) over the rows each block reads -> two (nb, X) tensors.
+def _range_extremes(for_min: Tensor, for_max: Tensor, dim: int, axis: AxisBlocks) -> tuple[Tensor, Tensor]:
+    """Min of ``for_min`` and max of ``for_max`` along ``dim`` over the range each block of ``axis`` reads.
 
-    Blocks are grouped by their first row; the rows from one first row to the next form disjoint segments, reduced
-    in one pass. A block may read a few rows past its segment: those are folded in afterwards.
+    Both inputs have the same shape (they may be the same tensor); in the outputs ``dim`` has one entry per block.
     """
-    firsts, segment_of_block = torch.unique_consecutive(axis.low_first, return_inverse=True)
-    index = torch.arange(len(values), device=values.device)
-    segment = torch.bucketize(index, firsts, right=True) - 1
-    outside = (index < firsts[0]) | (index > axis.low_last.max())
-    segment = torch.where(outside, len(firsts), segment)  # read by no block: a spare slot
-    shape = (len(firsts) + 1, values.shape[1])
-    with warnings.catch_warnings():  # "index_reduce is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        low = values.new_full(shape, float("inf")).index_reduce_(0, segment, values, "amin")[segment_of_block]
-        high = values.new_full(shape, float("-inf")).index_reduce_(0, segment, values, "amax")[segment_of_block]
-    following = torch.cat([firsts[1:], firsts.new_full((1,), len(values))])[segment_of_block]  # (nb,)
-    for extra in range(max(0, int((axis.low_last - following + 1).max()))):
-        row = following + extra
-        inside = (row <= axis.low_last)[:, None]
-        taken = values.index_select(0, row.clamp(max=len(values) - 1))  # (nb, X)
-        low = torch.where(inside, torch.minimum(low, taken), low)
-        high = torch.where(inside, torch.maximum(high, taken), high)
+    def along(index: slice) -> tuple[slice, ...]:
+        return (slice(None),) * dim + (index,)
+
+    same = for_min is for_max
+    sources = [(for_min, for_max, axis.row_steps)]  # what to pick from, (steps, nb) indices along dim
+    if axis.group > 1:  # min and max over aligned groups first, from strided views
+        g, usable = axis.group, for_min.shape[dim] // axis.group * axis.group
+        low_parts = [for_min[along(slice(offset, usable, g))] for offset in range(g)]
+        high_parts = [for_max[along(slice(offset, usable, g))] for offset in range(g)]
+        group_low, group_high = torch.minimum(*low_parts[:2]), torch.maximum(*high_parts[:2])
+        for low_part, high_part in zip(low_parts[2:], high_parts[2:]):
+            torch.minimum(group_low, low_part, out=group_low)
+            torch.maximum(group_high, high_part, out=group_high)
+        sources.insert(0, (group_low, group_high, axis.group_steps))
+    low = high = None
+    for source_low, source_high, steps in sources:
+        for index in steps:
+            picked_low = source_low.index_select(dim, index)
+            picked_high = picked_low if same and source_low is source_high else source_high.index_select(dim, index)
+            if low is None or high is None:
+                low, high = picked_low.clone() if picked_high is picked_low else picked_low, picked_high
+            else:
+                torch.minimum(low, picked_low, out=low)
+                torch.maximum(high, picked_high, out=high)
+    assert low is not None and high is not None
     return low, high
 
 
 def block_bounds(logits: Tensor, rows: AxisBlocks, cols: AxisBlocks, slack: float = 1e-5) -> tuple[Tensor, Tensor]:
     """Bounds of the output logits in each block: (n, h, w) -> lower, upper, each (n, nb_y * nb_x).
 
-    Widened by ``slack`` (relative) so that rounding in the exact evaluation cannot leave them.
+    Exactly the min and max of the low-resolution logits each block reads, widened by ``slack`` (relative) so that
+    rounding in the exact evaluation cannot leave them. Each pass reduces the leading axis of a contiguous tensor,
+    where the element-wise kernels run fastest.
     """
-    n, height, width = logits.shape
-    row_low, row_high = _range_bounds(logits.transpose(0, 1).reshape(height, n * width), rows)  # (nb_y, n * w)
-    by_col = lambda t: t.reshape(rows.count, n, width).permute(2, 1, 0).reshape(width, n * rows.count)  # noqa: E731
-    low, _ = _range_bounds(by_col(row_low), cols)  # (nb_x, n * nb_y)
-    _, high = _range_bounds(by_col(row_high), cols)
-    low = low.reshape(cols.count, n, rows.count).permute(1, 2, 0).reshape(n, -1)  # (n, nb_y * nb_x)
-    high = high.reshape(cols.count, n, rows.count).permute(1, 2, 0).reshape(n, -1)
+    n = len(logits)
+    by_row = logits.transpose(0, 1).contiguous()  # (h, n, w)
+    row_low, row_high = _range_extremes(by_row, by_row, 0, rows)  # (nb_y, n, w) each
+    by_col_low, by_col_high = (t.permute(2, 0, 1).contiguous() for t in (row_low, row_high))  # (w, nb_y, n)
+    low, high = _range_extremes(by_col_low, by_col_high, 0, cols)  # (nb_x, nb_y, n) each
+    low, high = (t.permute(2, 1, 0).reshape(n, -1) for t in (low, high))  # (n, nb_y * nb_x)
     return low - slack * (1.0 + low.abs()), high + slack * (1.0 + high.abs())
 
 
@@ -156,17 +200,16 @@ def evaluate_blocks(logits: Tensor, rows: AxisBlocks, cols: AxisBlocks, blocks: 
     height, width = logits.shape[-2:]
     low_rows = (rows.low_first[by][:, None] + torch.arange(rows.reach, device=blocks.device)).clamp(max=height - 1)
     low_cols = (cols.low_first[bx][:, None] + torch.arange(cols.reach, device=blocks.device)).clamp(max=width - 1)
-    row_weights, col_weights = rows.weights[by], cols.weights[bx].transpose(1, 2)  # (P, B, Ry), (P, Rx, B)
+    row_weights = rows.weights.index_select(0, by)  # (P, B, Ry)
+    col_weights = cols.weights.transpose(1, 2).contiguous().index_select(0, bx)  # (P, Rx, B)
     count, reach_y, reach_x = len(blocks), rows.reach, cols.reach
-    if queries is None:  # two batched products, one matrix per block: columns, then rows
-        if subset is None:
-            window = logits[:, low_rows[:, :, None], low_cols[:, None, :]]  # (n, P, Ry, Rx)
-        else:
-            window = logits[subset[:, None, None, None], low_rows[None, :, :, None], low_cols[None, :, None, :]]
-        n = window.shape[0]
-        window = window.permute(1, 2, 0, 3).reshape(count, reach_y * n, reach_x)  # (P, Ry * n, Rx)
-        half = torch.bmm(window, col_weights)  # (P, Ry * n, B)
-        out = torch.bmm(row_weights, half.view(count, reach_y, n * BLOCK))  # (P, B, n * B)
-        return out.view(count, BLOCK, n, BLOCK).permute(0, 2, 1, 3)  # (P, n, B, B)
-    window = logits[queries[:, None, None], low_rows[:, :, None], low_cols[:, None, :]]  # (P, Ry, Rx)
-    return torch.bmm(torch.bmm(row_weights, window), col_weights)  # (P, B, B)
+    if queries is None:  # two batched products per block: columns (all queries at once), then rows
+        chosen = torch.arange(len(logits), device=blocks.device) if subset is None else subset  # (A,)
+        window = logits[chosen[None, :, None, None], low_rows[:, None, :, None], low_cols[:, None, None, :]]
+        half = torch.bmm(window.view(count, -1, reach_x), col_weights)  # (P, A * Ry, B)
+        return torch.matmul(row_weights[:, None], half.view(count, len(chosen), reach_y, BLOCK))  # (P, A, B, B)
+    # One window per pair, read by flat position: (P, Ry, Rx). Columns first: the cheaper order of the products.
+    flat = logits.contiguous().view(-1)
+    position = (queries * height)[:, None, None] + low_rows[:, :, None]
+    window = flat.take(position * width + low_cols[:, None, :])  # (P, Ry, Rx)
+    return torch.bmm(row_weights, torch.bmm(window, col_weights))  # (P, B, B)

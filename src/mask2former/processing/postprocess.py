@@ -7,11 +7,18 @@ size and each image's valid size come from the outputs (``padded_size``, ``image
 
 Speed comes from :mod:`.interpolation`: decisions are first taken per output block from bounds on the logits, and
 exact values are computed only on blocks that the bounds leave open (semantic, panoptic) or where a candidate
-instance may be (instance). Results equal the plain full-resolution algorithm up to float rounding.
+instance may be (instance), and there only for the (block, query) pairs that can change the answer. Results equal
+the plain full-resolution algorithm up to float rounding.
+
+On CPU, torch's plain reductions (``amax``, ``sum``) and arithmetic are many times faster than index-returning
+reductions (``max``/``argmax`` over a middle dimension), ``torch.where``, boolean indexing and integer division;
+the per-pixel code therefore finds "the first maximum" with ``amax`` and codes (:func:`_first_max`) and decodes
+small integers in floating point.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -26,10 +33,10 @@ from .interpolation import AxisBlocks, axis_blocks, axis_operator, block_bounds,
 TOP_K_INSTANCES = 100  # (query, class) pairs scored per image, as the original's test_topk_per_image
 _CHUNK_VALUES = 1 << 23  # output values evaluated at once (blocks x queries x pixels per block)
 _SCORE_MARGIN = 1e-5  # relative margin before a bound decides an argmax: covers float rounding of the sums
-_ACTIVE_SPREAD = 1e-3  # queries moving class scores less than this over a block are bounded, not evaluated
+_ACTIVE_SPREAD = 3e-4  # queries moving class scores less than this over a block are bounded, not evaluated
+_STRONG_FRACTION = 0.1  # semantic: contending classes scored per pixel reach this fraction of the best upper bound
 _LIKELY_MASS = 0.05  # semantic: classes whose probabilities summed over queries reach this are evaluated first
-_SEMANTIC_CHUNK = 64  # open blocks per step: small steps keep the sets of active queries small
-_DENSE_PAIRS = 0.5  # panoptic: above this fraction of (query, block) pairs, evaluate all queries on all blocks
+_DENSE_PAIRS = 0.5  # above this fraction of (block, query) pairs evaluated, evaluate every query on every open block
 
 
 @dataclass
@@ -53,11 +60,30 @@ class _Frame:
         """(nb,) number of output pixels in each block."""
         return (self.rows.out_len[:, None] * self.cols.out_len[None, :]).reshape(-1)
 
+    @property
+    def ragged(self) -> bool:
+        """Whether the last block row or column reaches past the image (its size is no multiple of the block)."""
+        return self.rows.size % BLOCK_SIZE != 0 or self.cols.size % BLOCK_SIZE != 0
+
     def exists(self, blocks: Tensor) -> Tensor:
         """(P, B*B) bool: which pixels of the given blocks lie inside the output (edge blocks are partial)."""
         y_ok = self.rows.inside(torch.div(blocks, self.cols.count, rounding_mode="floor"))
         x_ok = self.cols.inside(blocks % self.cols.count)
         return (y_ok[:, :, None] & x_ok[:, None, :]).flatten(1)
+
+    def paint(self, block_values: Tensor, blocks: Tensor, tiles: Tensor | None) -> Tensor:
+        """(T_h, T_w) image: every block filled with its value from ``block_values`` (nb,), then the blocks (P,)
+        overwritten pixel by pixel with ``tiles`` (P, B*B)."""
+        rows, cols = self.rows.count, self.cols.count
+        canvas = block_values.new_empty(rows, BLOCK_SIZE, cols, BLOCK_SIZE)
+        canvas.copy_(block_values.view(rows, 1, cols, 1).expand_as(canvas))
+        if tiles is not None and len(blocks):
+            by, bx = torch.div(blocks, cols, rounding_mode="floor"), blocks % cols
+            canvas.permute(0, 2, 1, 3)[by, bx] = tiles.view(-1, BLOCK_SIZE, BLOCK_SIZE).to(canvas.dtype)
+        image = canvas.view(rows * BLOCK_SIZE, cols * BLOCK_SIZE)
+        if image.shape != self.size:
+            image = image[: self.size[0], : self.size[1]].contiguous()
+        return image
 
     def untile(self, tiles: Tensor, transposed: bool = False) -> Tensor:
         """(..., nb, B*B) values laid out block by block -> (..., T_h, T_w) image, or (..., T_w, T_h)."""
@@ -93,15 +119,21 @@ def _frames(outputs: Any, target_sizes: Any) -> list[_Frame]:
         if not (0 < valid_h <= padded[0] and 0 < valid_w <= padded[1]) or min(target_h, target_w) <= 0:
             raise ValueError(f"Bad sizes: image {valid_h}x{valid_w}, padded {padded}, target {target_h}x{target_w}.")
         if (valid_h, valid_w, target_h, target_w) not in frames:
-            rows = axis_blocks(axis_operator(low_h, padded[0], valid_h, target_h), masks.device)
-            cols = axis_blocks(axis_operator(low_w, padded[1], valid_w, target_w), masks.device)
+            rows = _axis(low_h, padded[0], valid_h, target_h, masks.device)
+            cols = _axis(low_w, padded[1], valid_w, target_w, masks.device)
             frame = _Frame(rows, cols, int(rows.low_last.max()) + 1, int(cols.low_last.max()) + 1)
             frames[valid_h, valid_w, target_h, target_w] = frame
     return [frames[size + target] for size, target in zip(valid, targets)]
 
 
-def _chunks(blocks: Tensor, values_per_block: int, most: int | None = None) -> Iterator[Tensor]:
-    step = max(1, min(_CHUNK_VALUES // max(values_per_block, 1), most or len(blocks)))
+@functools.lru_cache(maxsize=64)
+def _axis(low: int, padded: int, valid: int, target: int, device: torch.device) -> AxisBlocks:
+    """One axis's blocks, kept for the next call: consecutive batches usually share their sizes."""
+    return axis_blocks(axis_operator(low, padded, valid, target), device)
+
+
+def _chunks(blocks: Tensor, values_per_block: int) -> Iterator[Tensor]:
+    step = max(1, _CHUNK_VALUES // max(values_per_block, 1))
     for begin in range(0, len(blocks), step):
         yield blocks[begin : begin + step]
 
@@ -114,53 +146,172 @@ def semantic_segmentation(outputs: Any, target_sizes: Any = None) -> list[Tensor
     results = []
     for b, frame in enumerate(_frames(outputs, target_sizes)):
         class_probs = outputs.class_queries_logits[b].float().softmax(-1)[:, :-1]  # (Q, K)
-        logits = outputs.masks_queries_logits[b, :, : frame.low_h, : frame.low_w].float()  # (Q, h, w)
-        low, high = (bound.sigmoid() for bound in block_bounds(logits, frame.rows, frame.cols))  # (Q, nb)
-        score_low, score_high = class_probs.T @ low, class_probs.T @ high  # (K, nb)
-        best_low, best = score_low.max(0)  # (nb,)
-        rival = score_high.scatter_(0, best[None], float("-inf")).amax(0)
-        settled = best_low > rival + _SCORE_MARGIN * (1.0 + rival.abs())
-        tiles = best[:, None].repeat(1, BLOCK_SIZE**2)  # (nb, B*B) class of every pixel, block by block
-        # Open blocks: evaluate the classes with real probability mass; every other class c scores at most
-        # mass[c] = sum_q p(c | q), which is checked against each pixel's winner below.
+        logits = outputs.masks_queries_logits[b, :, : frame.low_h, : frame.low_w].float().contiguous()  # (Q, h, w)
+        # Classes with little probability mass summed over queries are bounded by that mass everywhere: every
+        # class outside ``likely`` scores at most ``unlikely``; only the likely ones are scored per block.
         mass = class_probs.sum(0)  # (K,)
         is_likely = mass >= torch.clamp(mass.max(), max=_LIKELY_MASS)  # at least the class with the most mass
-        likely = torch.nonzero(is_likely).reshape(-1)
-        unlikely_mass = mass.masked_fill(is_likely, 0.0).amax()
-        reach = class_probs[:, likely].amax(1)[:, None]  # (Q, 1) how much a query moves those classes' scores
+        likely = torch.nonzero(is_likely).reshape(-1)  # (K',)
+        unlikely = mass.masked_fill(is_likely, 0.0).amax()
+        weights = class_probs[:, likely]  # (Q, K')
+        low, high = (bound.sigmoid() for bound in block_bounds(logits, frame.rows, frame.cols))  # (Q, nb)
+        score_low, score_high = weights.T @ low, weights.T @ high  # (K', nb)
+        best_low, best = score_low.max(0)  # (nb,)
+        # Contenders: likely classes whose upper bound reaches the best lower bound somewhere in the block.
+        contender = score_high + _margin(score_high) >= best_low  # (K', nb), the best class included
+        settled = (contender.sum(0) == 1) & (best_low > unlikely + _margin(unlikely))
         open_blocks = torch.nonzero(~settled).reshape(-1)
-        for chunk in _chunks(open_blocks, max(logits.shape[0], len(likely)) * BLOCK_SIZE**2, _SEMANTIC_CHUNK):
-            tiles[chunk] = _semantic_blocks(frame, logits, class_probs, likely, unlikely_mass, chunk, low[:, chunk],
-                                            high[:, chunk], reach)
-        results.append(frame.untile(tiles))
+        tiles = None
+        if len(open_blocks):
+            scores = _SemanticScores(class_probs, likely, unlikely)
+            tiles = _semantic_blocks(frame, logits, scores, open_blocks, low[:, open_blocks], high[:, open_blocks],
+                                     contender[:, open_blocks], best[open_blocks], score_high[:, open_blocks])
+        results.append(frame.paint(likely[best], open_blocks, tiles))
     return results
 
 
-def _semantic_blocks(frame: _Frame, logits: Tensor, class_probs: Tensor, likely: Tensor, unlikely_mass: Tensor,
-                     blocks: Tensor, low: Tensor, high: Tensor, reach: Tensor) -> Tensor:
+def _margin(score: Tensor) -> Tensor:
+    """How far apart two summed scores must be for their order to survive float rounding."""
+    return _SCORE_MARGIN * (1.0 + score.abs())
+
+
+@dataclass
+class _SemanticScores:
+    """Class probabilities (Q, K), the likely classes (K',) among them, and the bound on every other class's score."""
+
+    class_probs: Tensor
+    likely: Tensor
+    unlikely: Tensor
+
+    @property
+    def weights(self) -> Tensor:
+        return self.class_probs[:, self.likely]  # (Q, K')
+
+
+def _semantic_blocks(frame: _Frame, logits: Tensor, scores: _SemanticScores, blocks: Tensor, low: Tensor,
+                     high: Tensor, contender: Tensor, best: Tensor, score_high: Tensor) -> Tensor:
     """Class ids (P, B*B) of the pixels of open blocks (P,).
 
-    Among the ``likely`` classes, queries whose probability varies little over these blocks enter as their bounds
-    ``low``/``high`` (Q, P); the other queries are evaluated exactly. A pixel is decided when its best likely class
-    beats the upper bounds of all other classes; the rest get every query and every class exactly.
+    Each block scores per pixel only its strong contenders: the contending classes (``contender`` (K', P)) whose upper
+    bound (``score_high``) reaches ``_STRONG_FRACTION`` of the block's highest, and the class ``best`` (P,) with the
+    best lower bound; the weaker ones enter by their upper bound. Queries that move the strong scores by more than
+    ``_ACTIVE_SPREAD`` over a block are evaluated exactly there, the others enter by their bounds ``low``/``high``
+    (Q, P). Where most queries would be exact (outputs without structure), every query is evaluated instead.
     """
-    active = (reach * (high - low)).amax(1) > _ACTIVE_SPREAD  # (Q,)
-    exact_q, bounded_q = torch.nonzero(active).reshape(-1), torch.nonzero(~active).reshape(-1)
-    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks, subset=exact_q).sigmoid().flatten(2)  # (P, A, BB)
-    weights = class_probs[:, likely]  # (Q, K')
-    exact = weights[exact_q].T @ probs  # (P, K', B*B)
-    best_low, best = (exact + (weights[bounded_q].T @ low[bounded_q]).T[:, :, None]).max(1)  # (P, B*B)
-    rival = (exact + (weights[bounded_q].T @ high[bounded_q]).T[:, :, None]).scatter_(1, best[:, None], -1.0)
-    rival = torch.maximum(rival.amax(1), unlikely_mass)
-    decided = best_low > rival + _SCORE_MARGIN * (1.0 + rival.abs())
-    classes = likely[best]
-    pending = ~decided & frame.exists(blocks)  # (P, B*B)
-    if bool(pending.any()):
-        again = torch.nonzero(pending.any(1)).reshape(-1)
-        probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks[again]).sigmoid().flatten(2)  # (P', Q, B*B)
-        full = (class_probs.T @ probs).argmax(1)  # (P', B*B) over every class
-        classes[again] = torch.where(pending[again], full, classes[again])
+    count, num_queries, device = len(blocks), len(logits), blocks.device
+    score_high = score_high.masked_fill(~contender, float("-inf"))  # (K', P)
+    strong = contender & (score_high >= _STRONG_FRACTION * score_high.amax(0))
+    strong[best, torch.arange(count, device=device)] = True
+    weak_bound = score_high.masked_fill_(strong, float("-inf")).amax(0).clamp_(min=scores.unlikely)  # (P,)
+    order = strong.T.to(torch.int8).sort(dim=1, descending=True, stable=True)  # strong classes first, by class
+    slots = strong.sum(0)  # (P,)
+    slot_class = order.indices[:, : int(slots.max())]  # (P, M) index into likely; slots past ``slots`` unused
+    weights_t = scores.weights.T  # (K', Q)
+    reach = weights_t[slot_class[:, 0]]  # (P, Q) largest weight of each query over the strong classes
+    for m in range(1, slot_class.shape[1]):
+        reach = torch.maximum(reach, weights_t[slot_class[:, m]] * (m < slots)[:, None])
+    exact = reach * (high - low).T > _ACTIVE_SPREAD  # (P, Q)
+
+    classes = torch.empty(count, BLOCK_SIZE**2, dtype=torch.int64, device=device)
+    if int(exact.sum()) > _DENSE_PAIRS * exact.numel():  # most queries matter: evaluate all of them
+        for chunk in _chunks(torch.arange(count, device=device), num_queries * BLOCK_SIZE**2):
+            classes[chunk] = _semantic_dense(frame, logits, scores, blocks[chunk], contender[:, chunk])
+        return classes
+    for chunk in _chunks(torch.arange(count, device=device), slot_class.shape[1] * num_queries):
+        used = torch.arange(slot_class.shape[1], device=device) < slots[chunk, None]  # (P', M)
+        slot_weights = weights_t[slot_class[chunk]] * used[:, :, None]  # (P', M, Q), unused slots: 0
+        classes[chunk], decided = _semantic_pairs(frame, logits, scores, blocks[chunk], low[:, chunk], high[:, chunk],
+                                                  exact[chunk], slot_class[chunk], slot_weights, used,
+                                                  weak_bound[chunk])
+        pending = ~decided if not frame.ragged else ~decided & frame.exists(blocks[chunk])  # (P', B*B)
+        local = torch.nonzero(pending.any(1)).reshape(-1)
+        if len(local):  # score those blocks again, exactly with every query
+            again = chunk[local]
+            exact_classes = _semantic_dense(frame, logits, scores, blocks[again], contender[:, again])
+            classes[again] = torch.where(pending[local], exact_classes, classes[again])
     return classes
+
+
+def _semantic_pairs(frame: _Frame, logits: Tensor, scores: _SemanticScores, blocks: Tensor, low: Tensor, high: Tensor,
+                    exact: Tensor, slot_class: Tensor, slot_weights: Tensor, used: Tensor, weak_bound: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+    """Classes (P, B*B) of the strong slots and whether they are certain, from the ``exact`` (P, Q) queries evaluated
+    per pixel and the others' bounds. Slots: ``slot_class`` (P, M) into likely, ``slot_weights`` (P, M, Q) of each
+    query, ``used`` (P, M); ``weak_bound`` (P,) bounds every other class."""
+    count, slots, device = len(blocks), slot_class.shape[1], blocks.device
+    base_low = torch.bmm(slot_weights, low.T.masked_fill(exact, 0.0)[:, :, None])[:, :, 0]  # (P, M) bounded queries
+    gap = (torch.bmm(slot_weights, high.T.masked_fill(exact, 0.0)[:, :, None])[:, :, 0] - base_low).amax(1)  # (P,)
+    base_low.masked_fill_(~used, float("-inf"))  # unused slots never win
+    # Slot codes: the first slot reaching the maximum (the lowest class, as slots go by class) has the largest code.
+    num_likely = len(scores.likely)
+    codes = ((slots - torch.arange(slots, device=device)) * num_likely + slot_class).float()  # (P, M)
+    reach = gap + _SCORE_MARGIN  # (P,) a rival within this of the best may beat it (with the relative margin below)
+    weak_reach = weak_bound * (1.0 + _SCORE_MARGIN) + _SCORE_MARGIN  # (P,) the best must exceed this
+    count_used = used.sum(1)  # (P,)
+
+    best_class = torch.empty(count, BLOCK_SIZE**2, device=device)  # index into likely, as float
+    decided = torch.empty(count, BLOCK_SIZE**2, dtype=torch.bool, device=device)
+    for rows, queries, probs in _exact_pairs(frame, logits, blocks, exact):  # blocks with c exact queries each
+        m = int(count_used[rows].max())
+        if queries.shape[1]:
+            lower = torch.bmm(slot_weights[rows, :m].gather(2, queries[:, None, :].expand(-1, m, -1)), probs)
+            lower.add_(base_low[rows, :m, None])  # (P_c, M_c, B*B)
+        else:
+            lower = base_low[rows, :m, None].expand(-1, -1, BLOCK_SIZE**2)
+        value, code = _first_max(lower, codes[rows, :m, None])  # (P_c, B*B)
+        best_class[rows] = code - num_likely * torch.floor(code / num_likely)  # float: exact, faster than %
+        # Decided: the best slot is the only one within reach of the value, and it beats the weak classes' bound.
+        cutoff = value * (1.0 - _SCORE_MARGIN) - reach[rows, None]
+        alone = (lower >= cutoff[:, None, :]).sum(1) == 1
+        decided[rows] = alone & (value > weak_reach[rows, None])
+    return scores.likely[best_class.long()], decided
+
+
+def _semantic_dense(frame: _Frame, logits: Tensor, scores: _SemanticScores, blocks: Tensor, contender: Tensor
+                    ) -> Tensor:
+    """Class ids (P, B*B) of the blocks (P,) with every query evaluated: the best of the ``contender`` (K', P) likely
+    classes, or of every class where one outside ``likely`` may win."""
+    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks).sigmoid().flatten(2)  # (P, Q, B*B)
+    weights_t = scores.weights.T  # (K', Q)
+    class_scores = torch.bmm(weights_t.expand(len(blocks), -1, -1), probs)  # (P, K', B*B)
+    class_scores.add_(torch.where(contender.T, 0.0, float("-inf"))[:, :, None])  # non-contenders never win
+    codes = (len(weights_t) - torch.arange(len(weights_t), device=blocks.device)).float()  # lowest class: largest
+    value, code = _first_max(class_scores, codes[None, :, None])
+    classes = scores.likely[(len(weights_t) - code).long()]
+    beaten = value <= scores.unlikely + _margin(scores.unlikely)  # a class outside ``likely`` may win: score all
+    if bool(beaten.any()):
+        rows = torch.nonzero(beaten.any(1)).reshape(-1)
+        every = (scores.class_probs.T @ probs[rows]).argmax(1)  # (P', B*B)
+        classes[rows] = torch.where(beaten[rows], every, classes[rows])
+    return classes
+
+
+def _first_max(values: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+    """The maximum over dim 1 of ``values`` (P, m, X) and the largest of ``codes`` (broadcast to (P, m, X)) among the
+    slots that reach it, each (P, X). Plain reductions: on CPU they are much faster than index-returning ones."""
+    best = values.amax(1, keepdim=True)  # (P, 1, X)
+    return best[:, 0], ((values == best) * codes).amax(1)
+
+
+def _exact_pairs(frame: _Frame, logits: Tensor, blocks: Tensor, needed: Tensor
+                 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Evaluate the (block, query) pairs marked in ``needed`` (P, n), grouped by the number c of queries per block.
+
+    Yields per c: rows (P_c,) into ``blocks``, their queries (P_c, c) ascending, and the mask probabilities
+    (P_c, c, B*B). Blocks without any query come as c = 0 with empty probabilities.
+    """
+    counts = needed.sum(1)  # (P,)
+    order = counts.argsort(stable=True)
+    sizes, group_counts = (part.tolist() for part in torch.unique_consecutive(counts[order], return_counts=True))
+    pair_row, pair_query = torch.nonzero(needed[order], as_tuple=True)  # grouped by row, in ``order``
+    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks[order][pair_row], pair_query)  # (N, B, B)
+    probs = probs.sigmoid_().view(-1, BLOCK_SIZE**2)
+    row_start = pair_start = 0
+    for size, group in zip(sizes, group_counts):
+        rows = order[row_start : row_start + group]
+        queries = pair_query[pair_start : pair_start + group * size].view(group, size)
+        yield rows, queries, probs[pair_start : pair_start + group * size].view(group, size, BLOCK_SIZE**2)
+        row_start, pair_start = row_start + group, pair_start + group * size
 
 
 # ----------------------------------------------------------------------------------------------------------- panoptic
@@ -186,7 +337,7 @@ def panoptic_segmentation(
                             "segments_info": []})
             continue
         scores, labels = scores[keep], labels[keep]  # (n,)
-        logits = outputs.masks_queries_logits[b, keep, : frame.low_h, : frame.low_w].float()  # (n, h, w)
+        logits = outputs.masks_queries_logits[b, keep, : frame.low_h, : frame.low_w].float().contiguous()  # (n, h, w)
         n = len(scores)
 
         # Per block: does one query win everywhere, and is each query surely above / below mask_threshold?
@@ -213,11 +364,10 @@ def panoptic_segmentation(
             open_painted.append(on)
 
         ids, segments = _panoptic_segments(won, kept, original, scores, labels, overlap_mask_area_threshold, fuse)
-        ids = ids.to(low.device)
-        tiles = torch.where(settled & painted, ids[best], 0)[:, None].repeat(1, BLOCK_SIZE**2)  # (nb, B*B)
-        if open_winner:
-            tiles[open_blocks] = torch.where(torch.cat(open_painted), ids[torch.cat(open_winner)], 0)
-        results.append({"segmentation": frame.untile(tiles.to(torch.int32)), "segments_info": segments})
+        ids = ids.to(device=low.device, dtype=torch.int32)
+        block_ids = torch.where(settled & painted, ids[best], 0)  # (nb,)
+        tiles = ids[torch.cat(open_winner)] * torch.cat(open_painted) if open_winner else None
+        results.append({"segmentation": frame.paint(block_ids, open_blocks, tiles), "segments_info": segments})
     return results
 
 
@@ -225,53 +375,70 @@ def _panoptic_blocks(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tens
                      unsure: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
     """Exact panoptic decisions on open blocks (P,), evaluating per block only the queries that matter there.
 
-    Those are the queries that may win a pixel (upper bound of score x probability reaching the block's best lower
-    bound) and those whose probability crosses ``mask_threshold`` in the block (``unsure`` (n, P)). Returns the
-    (3, n) counts to add (pixels won, pixels kept, unsure pixels above threshold) and, per pixel (P, B*B), the
+    Those are the queries whose probability crosses ``mask_threshold`` in the block (``unsure`` (n, P)) and those
+    that may win a pixel: first the query with the best lower bound of score x probability, then any other whose
+    upper bound reaches the smallest per-pixel maximum found so far (blocks with such queries are evaluated again
+    with them). Where most queries matter (outputs without structure), every query is evaluated instead. Returns
+    the (3, n) counts to add (pixels won, pixels kept, unsure pixels above threshold) and, per pixel (P, B*B), the
     winning query and whether it is painted.
     """
-    n = len(scores)
+    n, count, device = len(scores), len(blocks), blocks.device
     weighted_low, weighted_high = scores[:, None] * low, scores[:, None] * high  # (n, P)
-    contender = weighted_high >= weighted_low.amax(0)[None]  # (n, P)
-    needed = contender | unsure
-    exists = frame.exists(blocks)  # (P, B*B)
-    if int(needed.sum()) > _DENSE_PAIRS * needed.numel():  # most queries matter everywhere: evaluate them all
-        return _panoptic_blocks_dense(frame, logits, scores, blocks, unsure, exists, mask_threshold)
-    block, query = torch.nonzero(needed.T, as_tuple=True)  # pairs, grouped by block, queries ascending
-    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks[block], query).sigmoid().flatten(1)  # (N, B*B)
+    best_low, best = weighted_low.max(0)  # (P,)
+    contender = (weighted_high >= best_low).T  # (P, n)
+    exists = frame.exists(blocks) if frame.ragged else None  # (P, B*B)
+    counts = torch.zeros(3, n, dtype=torch.float64, device=device)
+    if int((contender | unsure.T).sum()) > _DENSE_PAIRS * contender.numel():  # most queries matter everywhere
+        every = torch.ones_like(contender)
+        _, codes = _panoptic_winners(frame, logits, scores, blocks, every, every, mask_threshold, exists, unsure.T,
+                                     counts[2])
+    else:
+        first = unsure.T.clone()  # (P, n)
+        first[torch.arange(count, device=device), best] = True
+        largest, codes = _panoptic_winners(frame, logits, scores, blocks, first, contender, mask_threshold, exists,
+                                           unsure.T, counts[2])
+        if exists is not None:
+            largest.masked_fill_(~exists, float("inf"))
+        late = contender & ~first & (weighted_high.T >= largest.amin(1, keepdim=True))  # (P, n) may still win
+        again = torch.nonzero(late.any(1)).reshape(-1)
+        if len(again):
+            _, codes[again] = _panoptic_winners(frame, logits, scores, blocks[again], first[again] | late[again],
+                                                contender[again], mask_threshold,
+                                                None if exists is None else exists[again])
+    # Decode in floating point (exact for these small integers): integer division is slow on CPU.
+    half = torch.floor(codes * 0.5)
+    on = codes - 2.0 * half  # (P, B*B) 1.0 where the winner is painted
+    winner = n - half  # (P, B*B) query
+    winner_index = winner.long()
+    if exists is not None:  # pixels past the image edge go to a spare bin
+        winner = winner + (n - winner) * (~exists).float()
+    counts[0] += torch.bincount(winner.long().reshape(-1), minlength=n + 1)[:n]
+    counts[1] += torch.bincount((winner + (n - winner) * (1.0 - on)).long().reshape(-1), minlength=n + 1)[:n]
+    return counts, winner_index, on.bool()
 
-    counts = torch.zeros(3, n, dtype=torch.float64, device=probs.device)
-    above = ((probs >= mask_threshold) & exists[block]).sum(1) * unsure[query, block]  # (N,)
-    counts[2].index_add_(0, query, above.to(torch.float64))
 
-    # Per pixel: the largest score x probability among the block's contenders, then the lowest query reaching it
-    # (the first maximum, as a plain argmax over all queries would pick), then that query's probability test.
-    where = block[:, None].expand_as(probs)  # (N, B*B) the block of each pair's pixels
-    weighted = torch.where(contender[query, block][:, None], probs * scores[query][:, None], -1.0)  # (N, B*B)
-    best = probs.new_full((len(blocks), probs.shape[1]), -1.0).scatter_reduce_(0, where, weighted, "amax")
-    reaching = torch.where(weighted == best[block], query[:, None], n)
-    winner = torch.full_like(best, n, dtype=torch.int64).scatter_reduce_(0, where, reaching, "amin")  # (P, B*B)
-    local = torch.arange(len(blocks), device=block.device)[:, None]
-    pair = torch.searchsorted(block * (n + 1) + query, local * (n + 1) + winner)  # (P, B*B) pair of each winner
-    on = probs.take(pair * probs.shape[1] + torch.arange(probs.shape[1], device=pair.device)) >= mask_threshold
-    counts[0] += torch.bincount(winner[exists], minlength=n)
-    counts[1] += torch.bincount(winner[exists & on], minlength=n)
-    return counts, winner, on
-
-
-def _panoptic_blocks_dense(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tensor, unsure: Tensor,
-                           exists: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`_panoptic_blocks` evaluating every query on every open block, for outputs where bounds settle little."""
-    n = len(scores)
-    probs = evaluate_blocks(logits, frame.rows, frame.cols, blocks).sigmoid().flatten(2)  # (P, n, B*B)
-    winner = (probs * scores[None, :, None]).argmax(1)  # (P, B*B)
-    on = probs.gather(1, winner[:, None])[:, 0] >= mask_threshold
-    counts = torch.zeros(3, n, dtype=torch.float64, device=probs.device)
-    counts[0] += torch.bincount(winner[exists], minlength=n)
-    counts[1] += torch.bincount(winner[exists & on], minlength=n)
-    above = ((probs >= mask_threshold) & exists[:, None]).sum(2) * unsure.T  # (P, n) only unsure pairs count here
-    counts[2] += above.sum(0)
-    return counts, winner, on
+def _panoptic_winners(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tensor, needed: Tensor,
+                      contender: Tensor, mask_threshold: float, exists: Tensor | None, crossing: Tensor | None = None,
+                      above_count: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Evaluate the ``needed`` (P, n) queries on the blocks (P,): per pixel (P, B*B) the largest score x probability
+    among the ``contender`` queries and the code 2 * (n - query) + painted of the first query reaching it (the one a
+    plain argmax picks). With ``crossing`` (P, n), adds to ``above_count`` (n,) the pixels above ``mask_threshold`` of
+    each crossing pair."""
+    n, device = len(scores), blocks.device
+    largest = torch.empty(len(blocks), BLOCK_SIZE**2, device=device)
+    codes = torch.empty(len(blocks), BLOCK_SIZE**2, device=device)
+    for rows, queries, probs in _exact_pairs(frame, logits, blocks, needed):  # probs (P_c, c, B*B)
+        above = probs >= mask_threshold  # (P_c, c, B*B)
+        if crossing is not None and above_count is not None:
+            inside = (above if exists is None else above & exists[rows, None, :]).sum(2)  # (P_c, c)
+            above_count.index_add_(0, queries.reshape(-1), (inside * crossing[rows].gather(1, queries)).reshape(-1)
+                                   .to(above_count.dtype))
+        # Non-contenders get -2, below any contender (which lie above every non-contender anyway).
+        competing = contender[rows].gather(1, queries).float()  # (P_c, c)
+        weighted = torch.addcmul((competing - 1.0)[:, :, None] * 2.0, probs, (scores[queries] * competing)[:, :, None])
+        query_code = (2.0 * (n - queries)).float()[:, :, None]  # the lowest query has the largest code
+        largest[rows], codes[rows] = _first_max(weighted, above.float().add_(query_code))
+    return largest, codes
 
 
 def _panoptic_segments(won: Tensor, kept: Tensor, original: Tensor, scores: Tensor, labels: Tensor,

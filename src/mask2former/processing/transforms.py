@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -98,32 +99,56 @@ def affine_coefficients(
     return torch.from_numpy(scale.astype(np.float32)), torch.from_numpy(shift.astype(np.float32))
 
 
-def normalise_into_batch(
-    images: Sequence[np.ndarray], padded_size: tuple[int, int], scale: torch.Tensor, shift: torch.Tensor
+def images_to_batch(
+    images: Sequence[np.ndarray],
+    sizes: Sequence[tuple[int, int]],
+    resample: int | None,
+    padded_size: tuple[int, int],
+    scale: torch.Tensor,
+    shift: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write ``x * scale + shift`` of each (H, W, 3) image into the top-left of a zero (B, 3, H_pad, W_pad) batch.
+    """Resize each (H, W, 3) image to its (h, w) in ``sizes`` and write ``x * scale + shift`` into the top-left of a
+    zero (B, 3, H_pad, W_pad) float32 batch; ``resample=None`` keeps the images as they are (sizes = their sizes).
 
-    Returns the batch (float32) and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on real pixels and 0 on padding.
+    Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding. Images are
+    prepared concurrently on up to ``torch.get_num_threads()`` threads (Pillow and torch release the GIL), so a
+    single-threaded torch runs them one after the other.
     """
     height, width = padded_size
-    # Uninitialised memory, every element written once: zero-filling first would cost as much as the arithmetic.
+    # Uninitialised memory, every element written once: zero-filling first would cost as much again.
     batch = torch.empty(len(images), 3, height, width, dtype=torch.float32)
     pixel_mask = torch.empty(len(images), height, width, dtype=torch.int64)
-    for index, image in enumerate(images):
-        h, w = image.shape[:2]
+    scale, shift = scale.reshape(3, 1, 1), shift.reshape(3, 1, 1)
+
+    def prepare(index: int) -> None:
+        h, w = sizes[index]
+        image = images[index] if resample is None else resize_rgb(images[index], h, w, resample)
         with warnings.catch_warnings():  # read-only arrays (e.g. from PIL) are only read here
             warnings.simplefilter("ignore", UserWarning)
-            source = torch.from_numpy(np.ascontiguousarray(image))  # (h, w, 3)
-        for c in range(3):
-            plane = batch[index, c]  # (H_pad, W_pad) view
-            plane[:h, :w].copy_(source[:, :, c])
-            plane[:h, :w].mul_(scale[c]).add_(shift[c])
-            plane[:h, w:].zero_()
-            plane[h:].zero_()
+            source = torch.from_numpy(image).permute(2, 0, 1)  # (3, h, w) view of the (h, w, 3) pixels
+        # One fused multiply-add reads the interleaved pixels and writes the three channel planes.
+        torch.addcmul(shift, source, scale, out=batch[index, :, :h, :w])
+        batch[index, :, :h, w:] = 0.0
+        batch[index, :, h:] = 0.0
         pixel_mask[index, :h, :w] = 1
         pixel_mask[index, :h, w:] = 0
         pixel_mask[index, h:] = 0
+
+    workers = min(len(images), torch.get_num_threads())
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(prepare, range(len(images))))
+    else:
+        for index in range(len(images)):
+            prepare(index)
     return batch, pixel_mask
+
+
+def normalise_into_batch(
+    images: Sequence[np.ndarray], padded_size: tuple[int, int], scale: torch.Tensor, shift: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`images_to_batch` without resizing."""
+    return images_to_batch(images, [image.shape[:2] for image in images], None, padded_size, scale, shift)
 
 
 def as_resample(resample: int | PIL.Image.Resampling | None) -> PIL.Image.Resampling:

@@ -65,7 +65,7 @@ def test_panoptic_matches_reference(geometry, dense, monkeypatch):
     results = PROCESSOR.post_process_panoptic_segmentation(outputs, label_ids_to_fuse=fuse, target_sizes=geometry[3])
     for index, result in enumerate(results):
         segmentation, segments = reference_panoptic(outputs, index, fuse=fuse, target_size=target(geometry, index))
-        assert result["segmentation"].dtype == torch.int32
+        assert result["segmentation"].shape == segmentation.shape and result["segmentation"].dtype == torch.int32
         assert result["segments_info"] == segments
         assert (result["segmentation"] != segmentation).float().mean() < 1e-4  # only float-rounding ties may differ
     assert any(segment["was_fused"] for result in results for segment in result["segments_info"])
@@ -104,6 +104,7 @@ def test_instance_matches_reference(geometry):
     for index, result in enumerate(binary):
         instances = reference_instances(outputs, index, target_size=target(geometry, index))
         assert len(result["segments_info"]) == len(instances) > 0
+        assert result["segmentation"].shape[1:] == instances[0][2].shape
         for (score, label, mask), info, ours in zip(instances, result["segments_info"], result["segmentation"]):
             assert info["label_id"] == label and abs(info["score"] - score) < 1e-5
             assert (ours != mask).float().mean() < 1e-4
@@ -121,7 +122,8 @@ def test_instance_map_resolves_overlaps_and_drops_mostly_hidden_instances():
     result = PROCESSOR.post_process_instance_segmentation(outputs)[0]
     assert [info["score"] > 0.9 for info in result["segments_info"]] == [True, True]
     segmentation = result["segmentation"]
-    assert segmentation.dtype == torch.int32 and set(segmentation.unique().tolist()) == {-1, 0, 1}
+    assert segmentation.shape == (80, 80) and segmentation.dtype == torch.int32
+    assert set(segmentation.unique().tolist()) == {-1, 0, 1}
     assert abs(int((segmentation == 0).sum()) - 40 * 40) < 40  # A's 10x10 mask pixels, upsampled 4x (corners blur)
     kept_all = PROCESSOR.post_process_instance_segmentation(outputs, overlap_mask_area_threshold=0.4)[0]
     assert len(kept_all["segments_info"]) == 3
@@ -162,6 +164,7 @@ def test_batched_image_gives_the_single_image_result():
         assert torch.equal(batched["segmentation"], alone["segmentation"])
         assert batched["segments_info"] == alone["segments_info"]
         alone = PROCESSOR.post_process_instance_segmentation(single, target_sizes=single_targets)[0]
+        assert alone["segmentation"].shape == ((56, 72) if targets is None else (200, 257))
         batched = PROCESSOR.post_process_instance_segmentation(batch, target_sizes=targets)[1]
         assert torch.equal(batched["segmentation"], alone["segmentation"])
         assert batched["segments_info"] == alone["segments_info"]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .buffers import empty
+
 BLOCK = 16  # output pixels per block side
 
 
@@ -179,10 +181,11 @@ def block_bounds(logits: Tensor, rows: AxisBlocks, cols: AxisBlocks, slack: floa
     rounding in the exact evaluation cannot leave them. Each pass reduces the leading axis of a contiguous tensor,
     where the element-wise kernels run fastest.
     """
-    n = len(logits)
-    by_row = logits.transpose(0, 1).contiguous()  # (h, n, w)
+    n, height, width = logits.shape
+    by_row = empty((height, n, width), logits.dtype, logits.device).copy_(logits.transpose(0, 1))  # (h, n, w)
     row_low, row_high = _range_extremes(by_row, by_row, 0, rows)  # (nb_y, n, w) each
-    by_col_low, by_col_high = (t.permute(2, 0, 1).contiguous() for t in (row_low, row_high))  # (w, nb_y, n)
+    by_col_low, by_col_high = (empty((width, rows.count, n), t.dtype, t.device).copy_(t.permute(2, 0, 1))
+                               for t in (row_low, row_high))  # (w, nb_y, n)
     low, high = _range_extremes(by_col_low, by_col_high, 0, cols)  # (nb_x, nb_y, n) each
     low, high = (t.permute(2, 1, 0).reshape(n, -1) for t in (low, high))  # (n, nb_y * nb_x)
     return low - slack * (1.0 + low.abs()), high + slack * (1.0 + high.abs())

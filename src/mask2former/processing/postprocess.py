@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from . import rle
+from .buffers import empty
 from .interpolation import BLOCK as BLOCK_SIZE
 from .interpolation import AxisBlocks, axis_blocks, axis_operator, block_bounds, evaluate_blocks
 
@@ -75,7 +76,7 @@ class _Frame:
         """(T_h, T_w) image: every block filled with its value from ``block_values`` (nb,), then the blocks (P,)
         overwritten pixel by pixel with ``tiles`` (P, B*B)."""
         rows, cols = self.rows.count, self.cols.count
-        canvas = block_values.new_empty(rows, BLOCK_SIZE, cols, BLOCK_SIZE)
+        canvas = empty((rows, BLOCK_SIZE, cols, BLOCK_SIZE), block_values.dtype, block_values.device)
         canvas.copy_(block_values.view(rows, 1, cols, 1).expand_as(canvas))
         if tiles is not None and len(blocks):
             by, bx = torch.div(blocks, cols, rounding_mode="floor"), blocks % cols
@@ -91,9 +92,29 @@ class _Frame:
         grid = tiles.reshape(*lead, self.rows.count, self.cols.count, BLOCK_SIZE, BLOCK_SIZE)
         order = (1, 3, 0, 2) if transposed else (0, 2, 1, 3)  # (by, bx, y, x) -> (bx, x, by, y) or (by, y, bx, x)
         grid = grid.permute(*range(dims), *(dims + axis for axis in order))
-        image = grid.reshape(*lead, grid.shape[-4] * BLOCK_SIZE, grid.shape[-2] * BLOCK_SIZE)
         size = (self.cols.size, self.rows.size) if transposed else (self.rows.size, self.cols.size)
-        return image[..., : size[0], : size[1]].contiguous()
+        image = empty((*lead, *size), tiles.dtype, tiles.device)
+        if size == (grid.shape[-4] * BLOCK_SIZE, grid.shape[-2] * BLOCK_SIZE):  # one pass, straight from the blocks
+            image.view(grid.shape).copy_(grid)
+            return image
+        full = grid.reshape(*lead, grid.shape[-4] * BLOCK_SIZE, grid.shape[-2] * BLOCK_SIZE)
+        return image.copy_(full[..., : size[0], : size[1]])
+
+    def scatter(self, count: int, image: Tensor, blocks: Tensor, tiles: Tensor, transposed: bool = False) -> Tensor:
+        """(count, T_h, T_w) images (or (count, T_w, T_h)), zero except the tiles (P, B*B), each placed in image
+        ``image[p]`` at block ``blocks[p]``."""
+        rows, cols, device = self.rows.count, self.cols.count, tiles.device
+        by, bx = torch.div(blocks, cols, rounding_mode="floor"), blocks % cols
+        tiles = tiles.view(-1, BLOCK_SIZE, BLOCK_SIZE)
+        if transposed:  # canvas (count, bx, x, by, y)
+            canvas = empty((count, cols, BLOCK_SIZE, rows, BLOCK_SIZE), tiles.dtype, device).zero_()
+            canvas.permute(0, 1, 3, 4, 2)[image, bx, by] = tiles
+        else:  # canvas (count, by, y, bx, x)
+            canvas = empty((count, rows, BLOCK_SIZE, cols, BLOCK_SIZE), tiles.dtype, device).zero_()
+            canvas.permute(0, 1, 3, 2, 4)[image, by, bx] = tiles
+        full = canvas.view(count, canvas.shape[1] * BLOCK_SIZE, canvas.shape[3] * BLOCK_SIZE)
+        size = (self.cols.size, self.rows.size) if transposed else self.size
+        return full if full.shape[1:] == size else full[:, : size[0], : size[1]].contiguous()
 
 
 def _frames(outputs: Any, target_sizes: Any) -> list[_Frame]:
@@ -550,9 +571,9 @@ class _InstanceTiles:
 
     def paint_masks(self, frame: _Frame, rank: Tensor, count: int, transposed: bool = False) -> Tensor:
         """(count, T_h, T_w) bool (or transposed): the full mask of each kept instance (``rank`` < count)."""
-        tiles = torch.zeros(count + 1, frame.num_blocks, BLOCK_SIZE**2, dtype=torch.bool, device=self.mask.device)
-        tiles[rank[self.owner], self.block] = self.mask  # dropped candidates land in the spare row ``count``
-        return frame.untile(tiles[:count], transposed)
+        image = rank[self.owner]  # (N,) the instance each tile belongs to; ``count`` or more: dropped
+        kept = torch.nonzero(image < count).reshape(-1)
+        return frame.scatter(count, image[kept], self.block[kept], self.mask[kept], transposed)
 
     def paint_map(self, frame: _Frame, rank: Tensor, area: Tensor, info: list[dict],
                   overlap_threshold: float) -> tuple[Tensor, list[dict]]:

@@ -15,6 +15,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .buffers import empty
+
 SizeDict = Mapping[str, int]
 
 
@@ -116,8 +118,8 @@ def images_to_batch(
     """
     height, width = padded_size
     # Uninitialised memory, every element written once: zero-filling first would cost as much again.
-    batch = torch.empty(len(images), 3, height, width, dtype=torch.float32)
-    pixel_mask = torch.empty(len(images), height, width, dtype=torch.int64)
+    batch = empty((len(images), 3, height, width), torch.float32)
+    pixel_mask = empty((len(images), height, width), torch.int64)
     scale, shift = scale.reshape(3, 1, 1), shift.reshape(3, 1, 1)
 
     def prepare(index: int) -> None:

@@ -6,7 +6,8 @@ the image's valid region and resizes that to the target size. Each step is linea
 block row reads a short range of low-resolution rows (:class:`AxisBlocks`), so one block of one query is two tiny
 matrix products (:func:`evaluate_blocks`). The weights are non-negative and sum to one, so every output value lies
 between the minimum and maximum of the low-resolution logits the block reads (:func:`block_bounds`): the
-post-processors settle most blocks from these bounds and evaluate exactly only the others.
+post-processors settle most blocks from these bounds and evaluate exactly only the others. The ranges of
+neighbouring blocks overlap; their extremes are taken over aligned groups of rows first (:func:`_range_plan`).
 """
 
 from __future__ import annotations
@@ -141,32 +142,25 @@ def axis_blocks(operator: Tensor, device: torch.device | str = "cpu") -> AxisBlo
     return AxisBlocks(*(part.to(device) for part in parts), size, group, group_steps.to(device), row_steps.to(device))
 
 
-def _range_extremes(for_min: Tensor, for_max: Tensor, dim: int, axis: AxisBlocks) -> tuple[Tensor, Tensor]:
-    """Min of ``for_min`` and max of ``for_max`` along ``dim`` over the range each block of ``axis`` reads.
-
-    Both inputs have the same shape (they may be the same tensor); in the outputs ``dim`` has one entry per block.
-    """
-    def along(index: slice) -> tuple[slice, ...]:
-        return (slice(None),) * dim + (index,)
-
-    same = for_min is for_max
-    sources = [(for_min, for_max, axis.row_steps)]  # what to pick from, (steps, nb) indices along dim
+def _range_extremes(for_min: Tensor, for_max: Tensor, axis: AxisBlocks) -> tuple[Tensor, Tensor]:
+    """Min of ``for_min`` and max of ``for_max`` over the range of the leading axis that each block of ``axis`` reads:
+    (L, ...) -> (nb, ...) each. The two inputs have the same shape and may be the same tensor."""
+    sources = [(for_min, for_max, axis.row_steps)]  # what to pick from, (steps, nb) indices into its leading axis
     if axis.group > 1:  # min and max over aligned groups first, from strided views
-        g, usable = axis.group, for_min.shape[dim] // axis.group * axis.group
-        low_parts = [for_min[along(slice(offset, usable, g))] for offset in range(g)]
-        high_parts = [for_max[along(slice(offset, usable, g))] for offset in range(g)]
-        group_low, group_high = torch.minimum(*low_parts[:2]), torch.maximum(*high_parts[:2])
-        for low_part, high_part in zip(low_parts[2:], high_parts[2:]):
-            torch.minimum(group_low, low_part, out=group_low)
-            torch.maximum(group_high, high_part, out=group_high)
+        g, usable = axis.group, len(for_min) // axis.group * axis.group
+        group_low = torch.minimum(for_min[0:usable:g], for_min[1:usable:g])  # (L // g, ...)
+        group_high = torch.maximum(for_max[0:usable:g], for_max[1:usable:g])
+        for offset in range(2, g):
+            torch.minimum(group_low, for_min[offset:usable:g], out=group_low)
+            torch.maximum(group_high, for_max[offset:usable:g], out=group_high)
         sources.insert(0, (group_low, group_high, axis.group_steps))
     low = high = None
     for source_low, source_high, steps in sources:
         for index in steps:
-            picked_low = source_low.index_select(dim, index)
-            picked_high = picked_low if same and source_low is source_high else source_high.index_select(dim, index)
+            picked_low = source_low.index_select(0, index)
+            picked_high = picked_low if source_high is source_low else source_high.index_select(0, index)
             if low is None or high is None:
-                low, high = picked_low.clone() if picked_high is picked_low else picked_low, picked_high
+                low, high = picked_low, picked_high.clone() if picked_high is picked_low else picked_high
             else:
                 torch.minimum(low, picked_low, out=low)
                 torch.maximum(high, picked_high, out=high)
@@ -183,10 +177,10 @@ def block_bounds(logits: Tensor, rows: AxisBlocks, cols: AxisBlocks, slack: floa
     """
     n, height, width = logits.shape
     by_row = empty((height, n, width), logits.dtype, logits.device).copy_(logits.transpose(0, 1))  # (h, n, w)
-    row_low, row_high = _range_extremes(by_row, by_row, 0, rows)  # (nb_y, n, w) each
+    row_low, row_high = _range_extremes(by_row, by_row, rows)  # (nb_y, n, w) each
     by_col_low, by_col_high = (empty((width, rows.count, n), t.dtype, t.device).copy_(t.permute(2, 0, 1))
                                for t in (row_low, row_high))  # (w, nb_y, n)
-    low, high = _range_extremes(by_col_low, by_col_high, 0, cols)  # (nb_x, nb_y, n) each
+    low, high = _range_extremes(by_col_low, by_col_high, cols)  # (nb_x, nb_y, n) each
     low, high = (t.permute(2, 1, 0).reshape(n, -1) for t in (low, high))  # (n, nb_y * nb_x)
     return low - slack * (1.0 + low.abs()), high + slack * (1.0 + high.abs())
 

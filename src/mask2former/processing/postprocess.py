@@ -153,6 +153,22 @@ def _axis(low: int, padded: int, valid: int, target: int, device: torch.device) 
     return axis_blocks(axis_operator(low, padded, valid, target), device)
 
 
+def _pair_chunks(pairs_per_block: Tensor) -> Iterator[Tensor]:
+    """Consecutive ranges of block indices, each with at most ``_CHUNK_VALUES`` values of (block, query) pairs (or
+    one block)."""
+    total = torch.cumsum(pairs_per_block, 0) * BLOCK_SIZE**2  # (P,)
+    begin, count = 0, len(pairs_per_block)
+    while begin < count:
+        before = int(total[begin - 1]) if begin else 0
+        end = max(begin + 1, int(torch.searchsorted(total, before + _CHUNK_VALUES, right=True)))
+        yield torch.arange(begin, end, device=pairs_per_block.device)
+        begin = end
+
+
+def _rows(tensor: Tensor | None, rows: Tensor) -> Tensor | None:
+    return None if tensor is None else tensor[rows]
+
+
 def _chunks(blocks: Tensor, values_per_block: int) -> Iterator[Tensor]:
     step = max(1, _CHUNK_VALUES // max(values_per_block, 1))
     for begin in range(0, len(blocks), step):
@@ -376,18 +392,16 @@ def panoptic_segmentation(
         kept = torch.bincount(best[settled & painted], weights=pixels[settled & painted], minlength=n)
         original = above.to(torch.float64) @ pixels  # (n,) pixels with prob >= mask_threshold, unsure ones below
         open_blocks = torch.nonzero(~settled).reshape(-1)
-        open_winner, open_painted = [], []  # (P, B*B) per chunk
-        for chunk in _chunks(open_blocks, n * BLOCK_SIZE**2):
-            counts, winner, on = _panoptic_blocks(frame, logits, scores, chunk, low[:, chunk], high[:, chunk],
-                                                  unsure[:, chunk], mask_threshold)
+        winner = on = None
+        if len(open_blocks):
+            counts, winner, on = _panoptic_blocks(frame, logits, scores, open_blocks, low[:, open_blocks],
+                                                  high[:, open_blocks], unsure[:, open_blocks], mask_threshold)
             won, kept, original = won + counts[0], kept + counts[1], original + counts[2]
-            open_winner.append(winner)
-            open_painted.append(on)
 
         ids, segments = _panoptic_segments(won, kept, original, scores, labels, overlap_mask_area_threshold, fuse)
         ids = ids.to(device=low.device, dtype=torch.int32)
         block_ids = torch.where(settled & painted, ids[best], 0)  # (nb,)
-        tiles = ids[torch.cat(open_winner)] * torch.cat(open_painted) if open_winner else None
+        tiles = None if winner is None or on is None else ids[winner] * on  # (P, B*B)
         results.append({"segmentation": frame.paint(block_ids, open_blocks, tiles), "segments_info": segments})
     return results
 
@@ -409,23 +423,29 @@ def _panoptic_blocks(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tens
     contender = (weighted_high >= best_low).T  # (P, n)
     exists = frame.exists(blocks) if frame.ragged else None  # (P, B*B)
     counts = torch.zeros(3, n, dtype=torch.float64, device=device)
-    if int((contender | unsure.T).sum()) > _DENSE_PAIRS * contender.numel():  # most queries matter everywhere
+    codes = torch.empty(count, BLOCK_SIZE**2, device=device)
+    crossing = unsure.T  # (P, n)
+    if int((contender | crossing).sum()) > _DENSE_PAIRS * contender.numel():  # most queries matter everywhere
         every = torch.ones_like(contender)
-        _, codes = _panoptic_winners(frame, logits, scores, blocks, every, every, mask_threshold, exists, unsure.T,
-                                     counts[2])
+        for chunk in _chunks(torch.arange(count, device=device), n * BLOCK_SIZE**2):
+            _, codes[chunk] = _panoptic_winners(frame, logits, scores, blocks[chunk], every[chunk], every[chunk],
+                                                mask_threshold, _rows(exists, chunk), crossing[chunk], counts[2])
     else:
-        first = unsure.T.clone()  # (P, n)
+        first = crossing.clone()  # (P, n)
         first[torch.arange(count, device=device), best] = True
-        largest, codes = _panoptic_winners(frame, logits, scores, blocks, first, contender, mask_threshold, exists,
-                                           unsure.T, counts[2])
-        if exists is not None:
-            largest.masked_fill_(~exists, float("inf"))
-        late = contender & ~first & (weighted_high.T >= largest.amin(1, keepdim=True))  # (P, n) may still win
-        again = torch.nonzero(late.any(1)).reshape(-1)
-        if len(again):
-            _, codes[again] = _panoptic_winners(frame, logits, scores, blocks[again], first[again] | late[again],
-                                                contender[again], mask_threshold,
-                                                None if exists is None else exists[again])
+        for chunk in _pair_chunks(first.sum(1)):
+            largest, codes[chunk] = _panoptic_winners(frame, logits, scores, blocks[chunk], first[chunk],
+                                                      contender[chunk], mask_threshold, _rows(exists, chunk),
+                                                      crossing[chunk], counts[2])
+            if exists is not None:
+                largest.masked_fill_(~exists[chunk], float("inf"))
+            # Queries left out may still win a pixel if their upper bound reaches the block's smallest maximum.
+            late = contender[chunk] & ~first[chunk] & (weighted_high.T[chunk] >= largest.amin(1, keepdim=True))
+            local = torch.nonzero(late.any(1)).reshape(-1)
+            if len(local):
+                again = chunk[local]
+                _, codes[again] = _panoptic_winners(frame, logits, scores, blocks[again], first[again] | late[local],
+                                                    contender[again], mask_threshold, _rows(exists, again))
     # Decode in floating point (exact for these small integers): integer division is slow on CPU.
     half = torch.floor(codes * 0.5)
     on = codes - 2.0 * half  # (P, B*B) 1.0 where the winner is painted
@@ -454,11 +474,14 @@ def _panoptic_winners(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Ten
             inside = (above if exists is None else above & exists[rows, None, :]).sum(2)  # (P_c, c)
             above_count.index_add_(0, queries.reshape(-1), (inside * crossing[rows].gather(1, queries)).reshape(-1)
                                    .to(above_count.dtype))
+        pair_codes = torch.add(above, (2.0 * (n - queries)).float()[:, :, None])  # the lowest query: the largest
+        if queries.shape[1] == 1:  # the block's only query is its best one, a contender
+            largest[rows], codes[rows] = probs[:, 0] * scores[queries], pair_codes[:, 0]
+            continue
         # Non-contenders get -2, below any contender (which lie above every non-contender anyway).
         competing = contender[rows].gather(1, queries).float()  # (P_c, c)
         weighted = torch.addcmul((competing - 1.0)[:, :, None] * 2.0, probs, (scores[queries] * competing)[:, :, None])
-        query_code = (2.0 * (n - queries)).float()[:, :, None]  # the lowest query has the largest code
-        largest[rows], codes[rows] = _first_max(weighted, above.float().add_(query_code))
+        largest[rows], codes[rows] = _first_max(weighted, pair_codes)
     return largest, codes
 
 

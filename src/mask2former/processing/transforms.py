@@ -6,6 +6,7 @@ Resizing goes through Pillow on the 8-bit RGB image, which is exactly what trans
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -65,11 +66,15 @@ def resize_rgb(image: np.ndarray, height: int, width: int, resample: int) -> np.
         return image
     if image.dtype == np.uint8:
         return np.asarray(PIL.Image.fromarray(image).resize((width, height), resample=resample))
-    channels = [
-        np.asarray(PIL.Image.fromarray(np.ascontiguousarray(image[:, :, c])).resize((width, height), resample))
-        for c in range(image.shape[2])
-    ]
-    return np.stack(channels, axis=2)
+    return np.stack([resize_plane(image[:, :, c], height, width, resample) for c in range(image.shape[2])], axis=2)
+
+
+def resize_plane(plane: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
+    """Resize one (H, W) uint8 or float32 channel with Pillow. For uint8, each channel of :func:`resize_rgb` is
+    exactly this: Pillow computes every band of an RGB image with the same integer arithmetic."""
+    if plane.shape == (height, width):
+        return plane
+    return np.asarray(PIL.Image.fromarray(np.ascontiguousarray(plane)).resize((width, height), resample))
 
 
 def resize_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -112,9 +117,9 @@ def images_to_batch(
     """Resize each (H, W, 3) image to its (h, w) in ``sizes`` and write ``x * scale + shift`` into the top-left of a
     zero (B, 3, H_pad, W_pad) float32 batch; ``resample=None`` keeps the images as they are (sizes = their sizes).
 
-    Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding. Images are
-    prepared concurrently on up to ``torch.get_num_threads()`` threads (Pillow and torch release the GIL), so a
-    single-threaded torch runs them one after the other.
+    Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding. With more than
+    one torch thread (``torch.get_num_threads()``) and more than one image, the images are resized concurrently
+    (Pillow releases the GIL); the arithmetic then uses torch's own threads.
     """
     height, width = padded_size
     # Uninitialised memory, every element written once: zero-filling first would cost as much again.
@@ -122,27 +127,24 @@ def images_to_batch(
     pixel_mask = empty((len(images), height, width), torch.int64)
     scale, shift = scale.reshape(3, 1, 1), shift.reshape(3, 1, 1)
 
-    def prepare(index: int) -> None:
-        h, w = sizes[index]
-        image = images[index] if resample is None else resize_rgb(images[index], h, w, resample)
-        with warnings.catch_warnings():  # read-only arrays (e.g. from PIL) are only read here
-            warnings.simplefilter("ignore", UserWarning)
+    def resized(index: int) -> np.ndarray:
+        return images[index] if resample is None else resize_rgb(images[index], *sizes[index], resample)
+
+    workers = min(len(images), torch.get_num_threads()) if resample is not None else 1
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only arrays (e.g. from PIL) are only read here
+        pixels = pool.map(resized, range(len(images))) if pool is not None else map(resized, range(len(images)))
+        for index, image in enumerate(pixels):
+            h, w = sizes[index]
+            # One fused multiply-add reads the interleaved pixels and writes the three channel planes.
             source = torch.from_numpy(image).permute(2, 0, 1)  # (3, h, w) view of the (h, w, 3) pixels
-        # One fused multiply-add reads the interleaved pixels and writes the three channel planes.
-        torch.addcmul(shift, source, scale, out=batch[index, :, :h, :w])
+            torch.addcmul(shift, source, scale, out=batch[index, :, :h, :w])
+    for index, (h, w) in enumerate(sizes):
         batch[index, :, :h, w:] = 0.0
         batch[index, :, h:] = 0.0
         pixel_mask[index, :h, :w] = 1
         pixel_mask[index, :h, w:] = 0
         pixel_mask[index, h:] = 0
-
-    workers = min(len(images), torch.get_num_threads())
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(prepare, range(len(images))))
-    else:
-        for index in range(len(images)):
-            prepare(index)
     return batch, pixel_mask
 
 

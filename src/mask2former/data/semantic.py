@@ -9,17 +9,9 @@ import numpy as np
 
 from .formats import Category, PathLike, read_label_png, read_rgb_image
 from .sample import Sample, SegmentationDataset, Transform
+from mask2former.processing.targets import reduce_labels  # one implementation, shared with the processor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def reduce_labels(labels: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """Shift labels down by one, turning 0 ("other"/background, as in ADE20K) into ``ignore_index``.
-
-    ``ignore_index`` stays ``ignore_index``.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    return np.where((labels == 0) | (labels == ignore_index), ignore_index, labels - 1)
 
 
 class SemanticFolderDataset(SegmentationDataset):

@@ -10,7 +10,7 @@ import numpy as np
 _DENSE_LOOKUP_LIMIT = 1 << 22
 
 
-def reduce_labels(label_map: np.ndarray, ignore_index: int | None) -> np.ndarray:
+def reduce_labels(label_map: np.ndarray, ignore_index: int | None = 255) -> np.ndarray:
     """Shift ids down by one for datasets whose 0 means "unlabelled" (e.g. ADE20K): 0 -> ``ignore_index``, k -> k-1.
 
     Pixels already equal to ``ignore_index`` stay ignored.

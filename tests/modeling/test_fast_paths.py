@@ -11,29 +11,15 @@ from importlib import resources
 import pytest
 import torch
 
+from helpers import tiny_config_kwargs
+
 from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 
-TINY = dict(
-    backbone_config=dict(
-        embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=7,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    ),
-    feature_size=32,
-    mask_feature_size=32,
-    hidden_dim=32,
-    encoder_feedforward_dim=64,
-    dim_feedforward=64,
-    num_attention_heads=4,
-    encoder_layers=2,
-    decoder_layers=4,
-    num_queries=5,
-    num_labels=3,
-)
 
 
 def test_forward_traces_without_graph_breaks():
     torch.manual_seed(0)
-    model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**TINY)).eval()
+    model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**tiny_config_kwargs())).eval()
     explanation = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 96))
     assert explanation.graph_break_count == 0, [reason.reason for reason in explanation.break_reasons]
     assert explanation.graph_count == 1

@@ -57,10 +57,11 @@ def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return (alpha * rgb + (1.0 - alpha)).astype(np.float32)
 
 
-def _pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
+def _pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image | np.ndarray:
+    """8-bit images stay Pillow images in mode RGB (resizing them then needs no copy); 16-bit and float -> arrays."""
     mode = image.mode
     if mode == "RGB":
-        return np.asarray(image)
+        return image
     if mode in _SIXTEEN_BIT_MODES:
         # 16-bit greyscale: map 0..65535 onto 0..255 without losing precision (float path).
         gray = np.asarray(image).astype(np.float32) * np.float32(255.0 / 65535.0)
@@ -71,9 +72,9 @@ def _pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
     if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(PIL.Image.alpha_composite(white, rgba).convert("RGB"))
+        return PIL.Image.alpha_composite(white, rgba).convert("RGB")
     try:
-        return np.asarray(image.convert("RGB"))
+        return image.convert("RGB")
     except (ValueError, OSError) as error:
         raise ValueError(f"Cannot convert a PIL image of mode {mode!r} to RGB; convert it to 'RGB' first.") from error
 
@@ -131,8 +132,8 @@ def _array_to_rgb(array: np.ndarray, data_format: str | None) -> np.ndarray:
     return array
 
 
-def to_rgb_array(image: Any, input_data_format: Any = None) -> np.ndarray:
-    """One image -> (H, W, 3) ``uint8`` or ``float32`` array.
+def to_rgb(image: Any, input_data_format: Any = None) -> np.ndarray | PIL.Image.Image:
+    """One image -> an RGB Pillow image (8-bit Pillow inputs) or an (H, W, 3) ``uint8`` or ``float32`` array.
 
     Greyscale is replicated to three channels; alpha (RGBA, LA, palettes with transparency) is composited onto white;
     16-bit images (uint16 arrays, PIL "I;16"/"I") are mapped from 0..65535 to 0..255 as floats; other integer arrays
@@ -147,6 +148,11 @@ def to_rgb_array(image: Any, input_data_format: Any = None) -> np.ndarray:
             f"Unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a torch tensor."
         )
     return _array_to_rgb(image, layout_name(input_data_format))
+
+
+def image_size(image: np.ndarray | PIL.Image.Image) -> tuple[int, int]:
+    """(height, width) of a result of :func:`to_rgb`."""
+    return (image.height, image.width) if isinstance(image, PIL.Image.Image) else image.shape[:2]
 
 
 def to_label_map(segmentation_map: Any) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import postprocess
-from .conversion import array_to_hwc, layout_name, per_image, split_batch, to_label_map, to_rgb_array
+from .conversion import array_to_hwc, image_size, layout_name, per_image, split_batch, to_label_map, to_rgb
 from .targets import encode_label_map
 from .transforms import (
     affine_coefficients,
@@ -176,9 +176,9 @@ class Mask2FormerImageProcessor:
         size_divisor = self.size_divisor if size_divisor is None else size_divisor
         resample = as_resample(self.resample if resample is None else resample)
 
-        rgb = [to_rgb_array(image, input_data_format) for image in split_batch(images)]
-        maps = self._label_maps(segmentation_maps, rgb)
-        sizes = [image.shape[:2] for image in rgb]
+        rgb = [to_rgb(image, input_data_format) for image in split_batch(images)]
+        sizes = [image_size(image) for image in rgb]
+        maps = self._label_maps(segmentation_maps, sizes)
         if do_resize:
             sizes = [output_size(height, width, size, size_divisor) for height, width in sizes]
             if maps is not None:
@@ -222,7 +222,7 @@ class Mask2FormerImageProcessor:
             images.append(array_to_hwc(array, layout).astype(np.float32, copy=False))  # (H, W, C)
         if any(image.shape[2] != images[0].shape[2] for image in images):
             raise ValueError("All images passed to encode_inputs must have the same number of channels.")
-        maps = self._label_maps(segmentation_maps, images)
+        maps = self._label_maps(segmentation_maps, [image.shape[:2] for image in images])
         padded = self._padded_size([image.shape[:2] for image in images], pad_size)
         batch = torch.zeros(len(images), images[0].shape[2], *padded, dtype=torch.float32)
         pixel_mask = torch.zeros(len(images), *padded, dtype=torch.int64)
@@ -233,21 +233,21 @@ class Mask2FormerImageProcessor:
         return self._finish(batch, pixel_mask, maps, instance_id_to_semantic_id, ignore_index, do_reduce_labels,
                             return_tensors)
 
-    def _label_maps(self, segmentation_maps: Any, images: list[np.ndarray]) -> list[np.ndarray] | None:
+    def _label_maps(self, segmentation_maps: Any, sizes: list[tuple[int, int]]) -> list[np.ndarray] | None:
         if segmentation_maps is None:
             return None
         if isinstance(segmentation_maps, (np.ndarray, torch.Tensor)) and segmentation_maps.ndim == 3 and len(
-            images
+            sizes
         ) > 1:
             segmentation_maps = list(segmentation_maps)  # (B, H, W)
         maps = [to_label_map(m) for m in split_batch(segmentation_maps, "segmentation maps")]
-        if len(maps) != len(images):
-            raise ValueError(f"Got {len(maps)} segmentation maps for {len(images)} images; pass one map per image.")
-        for index, (label_map, image) in enumerate(zip(maps, images)):
-            if label_map.shape != image.shape[:2]:
+        if len(maps) != len(sizes):
+            raise ValueError(f"Got {len(maps)} segmentation maps for {len(sizes)} images; pass one map per image.")
+        for index, (label_map, size) in enumerate(zip(maps, sizes)):
+            if label_map.shape != tuple(size):
                 raise ValueError(
                     f"Segmentation map {index} is {label_map.shape[0]}x{label_map.shape[1]} but its image is "
-                    f"{image.shape[0]}x{image.shape[1]}; maps must have their image's height and width."
+                    f"{size[0]}x{size[1]}; maps must have their image's height and width."
                 )
         return maps
 

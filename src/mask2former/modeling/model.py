@@ -93,12 +93,13 @@ class Mask2FormerModel(PretrainedMixin, GradientCheckpointingMixin, nn.Module):
         self.transformer_module: MaskedAttentionTransformer = build_transformer_decoder(config)
 
     def compute_features(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
-                         output_attentions: bool = False) -> _Features:
+                         output_attentions: bool = False, intermediate_masks: bool = True) -> _Features:
         check_pixel_values(pixel_values, self.config.backbone_config.num_channels, pixel_mask)
         batch, _, height, width = pixel_values.shape
         backbone_features, pixel_decoder = self.pixel_level_module(pixel_values)
         transformer = self.transformer_module(
-            pixel_decoder.multi_scale_features, pixel_decoder.mask_features, output_attentions=output_attentions
+            pixel_decoder.multi_scale_features, pixel_decoder.mask_features, output_attentions=output_attentions,
+            intermediate_masks=intermediate_masks,
         )
         image_sizes = image_sizes_from_pixel_mask(pixel_mask, batch, height, width, pixel_values.device)
         return _Features(backbone_features, pixel_decoder, transformer, image_sizes, (height, width))
@@ -173,13 +174,16 @@ class Mask2FormerForUniversalSegmentation(PretrainedMixin, GradientCheckpointing
         as_dict = config.return_dict if return_dict is None else return_dict
         aux = config.output_auxiliary_logits if output_auxiliary_logits is None else output_auxiliary_logits
 
-        f = self.model.compute_features(pixel_values, pixel_mask, output_attentions=attentions)
+        training = mask_labels is not None or class_labels is not None
+        # Without a loss or auxiliary outputs, the intermediate masks are only computed at the size they are used at.
+        f = self.model.compute_features(pixel_values, pixel_mask, output_attentions=attentions,
+                                        intermediate_masks=bool(aux) or training)
         # one (B, Q, K+1) class prediction per decoder-LayerNorm-ed query state (Q, B, D)
         class_logits = [self.class_predictor(state.transpose(0, 1)) for state in f.transformer.intermediate_states]
         mask_logits = list(f.transformer.masks_queries_logits)  # each (B, Q, H/4, W/4)
 
         loss, loss_dict = None, None
-        if mask_labels is not None or class_labels is not None:
+        if training:
             loss_dict, loss = self._loss(class_logits, mask_logits, mask_labels, class_labels, len(pixel_values))
 
         auxiliary_logits = [

@@ -23,7 +23,8 @@ from .position_encoding import sine_position_embedding
 
 NUM_LEVELS = 3  # backbone maps seen by the deformable encoder (and by the transformer decoder)
 
-_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+# Applied to a fresh fc1 output, so ReLU may work in place (one pass over (B, S, ffn_dim) instead of two).
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": torch.relu_, "gelu": F.gelu}
 
 
 class PixelDecoderOutput(NamedTuple):
@@ -240,7 +241,8 @@ class PixelDecoder(nn.Module):
         coarse_maps = list(features[-NUM_LEVELS:])[::-1]  # strides 32, 16, 8
         projected = [proj(x) for proj, x in zip(self.input_projections, coarse_maps)]  # each (B, D, H_l, W_l)
         spatial_shapes = [(x.shape[2], x.shape[3]) for x in projected]
-        hidden_states = torch.cat([x.flatten(2).transpose(1, 2) for x in projected], dim=1)  # (B, S, D)
+        # (B, H_l*W_l, D) per level: a view when the maps are channels-last (the backbone's are)
+        hidden_states = torch.cat([x.permute(0, 2, 3, 1).flatten(1, 2) for x in projected], dim=1)  # (B, S, D)
         device, dtype = hidden_states.device, hidden_states.dtype
 
         positions = []
@@ -260,12 +262,14 @@ class PixelDecoder(nn.Module):
             for x, (height, width) in zip(hidden_states.split(level_sizes, dim=1), spatial_shapes)
         )
 
+        # Memory layouts, measured on CPU: bilinear upsampling is ~7x faster on a contiguous (NCHW) map than on a
+        # channels-last one, and the 3x3 convolution ~15% faster channels-last, which the backbone maps already are.
         out = multi_scale_features[-1]  # (B, D, H/8, W/8)
         for index in reversed(range(self.num_fpn_levels)):
             adapter, output_layer = self._fpn_level(index)
-            lateral = adapter(features[index])  # (B, D, H_i, W_i)
-            upsampled = F.interpolate(out, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-            out = output_layer(lateral + upsampled)  # (B, D, H_i, W_i)
+            lateral = adapter(features[index].contiguous(memory_format=torch.channels_last))  # (B, D, H_i, W_i)
+            upsampled = F.interpolate(out.contiguous(), size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+            out = output_layer(lateral + upsampled)  # (B, D, H_i, W_i), channels-last
 
         return PixelDecoderOutput(
             mask_features=self.mask_projection(out),  # (B, mask_dim, H/4, W/4)

@@ -40,7 +40,9 @@ def attention_mask_from_logits(mask_logits: Tensor, size: tuple[int, int]) -> Te
     Returns a bool tensor (B, Q, H * W), True where attention is NOT allowed.
     """
     # float32 even under autocast: the 0.5 threshold is what decides which positions are seen
-    logits = F.interpolate(mask_logits.detach().float(), size=size, mode="bilinear", align_corners=False)  # (B, Q, H, W)
+    logits = mask_logits.detach().float()
+    if tuple(logits.shape[-2:]) != tuple(size):
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # (B, Q, H, W)
     # Threshold the probability, not the logit: sigmoid rounds tiny negative logits to exactly 0.5 in float32.
     blocked = logits.sigmoid().flatten(2) < 0.5  # (B, Q, H*W)
     fully_blocked = blocked.all(dim=-1, keepdim=True)  # (B, Q, 1)
@@ -277,7 +279,8 @@ class TransformerDecoderOutput:
     intermediate_states: num_layers + 1 tensors (Q, B, C), query-major: the decoder LayerNorm of each entry of
         ``hidden_states``, the input of the class predictor (``transformer_decoder_intermediate_states``).
     masks_queries_logits: num_layers + 1 mask logits (B, Q, H4, W4), one per entry of ``intermediate_states``; the last
-        is the final prediction, the others are auxiliary.
+        is the final prediction, the others are auxiliary. Only the last one when the decoder ran with
+        ``intermediate_masks=False``.
     attentions: with ``output_attentions``, num_layers SELF-attention probabilities (B, heads, Q, Q), one per layer
         (transformers' ``attentions``; it does not return the cross-attention weights); otherwise None.
     """
@@ -381,11 +384,17 @@ class MaskedAttentionTransformer(nn.Module):
         multi_scale_features: Sequence[Tensor],
         mask_features: Tensor,
         output_attentions: bool = False,
+        intermediate_masks: bool = True,
     ) -> TransformerDecoderOutput:
         """Run the decoder.
 
         multi_scale_features: ``num_levels`` maps (B, C_in, H_l, W_l), coarsest first (strides 32, 16, 8 for three).
         mask_features: per-pixel embeddings (B, mask_dim, H4, W4) at stride 4.
+        intermediate_masks: with False, the predictions before the last are made only where they are used, at the
+            size of the memory level whose attention they mask, and only the last full-size mask is returned. Bilinear
+            resizing is linear, so mask embeddings times resized ``mask_features`` equal the resized full-size logits
+            up to float rounding; this skips ``num_layers`` products at stride 4 (inference without auxiliary
+            outputs needs no more).
         """
         if len(multi_scale_features) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} feature maps, got {len(multi_scale_features)}")
@@ -398,13 +407,26 @@ class MaskedAttentionTransformer(nn.Module):
             memory_pos.append(pos)
             sizes.append(tuple(features.shape[-2:]))
 
+        level_features = None
+        if not intermediate_masks:  # (B, mask_dim, H_l, W_l) per level
+            level_features = [
+                F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in sizes
+            ]
+        num_layers = len(self.decoder.layers)
+
+        def predict(x: Tensor, after_layer: int) -> tuple[Tensor, Tensor]:
+            """Prediction after layer ``after_layer`` (-1: before the first): (B, Q, C), (B, Q, h, w)."""
+            if level_features is None or after_layer == num_layers - 1:
+                return self.decoder.predict(x, mask_features)
+            return self.decoder.predict(x, level_features[(after_layer + 1) % self.num_levels])
+
         batch = mask_features.shape[0]
         query_pos = self.queries_embedder.weight.unsqueeze(0)  # (1, Q, C)
         x = self.queries_features.weight.unsqueeze(0).expand(batch, -1, -1)  # (B, Q, C)
 
         hidden_states, intermediate, masks = [x], [], []
         attentions: list[Tensor] = []
-        normed, mask_logits = self.decoder.predict(x, mask_features)  # (B, Q, C), (B, Q, H4, W4)
+        normed, mask_logits = predict(x, -1)  # (B, Q, C), (B, Q, H4, W4) or (B, Q, H_0, W_0)
         intermediate.append(normed)
         masks.append(mask_logits)
         for index, layer in enumerate(self.decoder.layers):
@@ -414,12 +436,14 @@ class MaskedAttentionTransformer(nn.Module):
                 layer, self.gradient_checkpointing, x, query_pos, memories[level], memory_pos[level], blocked,
                 output_attentions,
             )
-            normed, mask_logits = self.decoder.predict(x, mask_features)
+            normed, mask_logits = predict(x, index)
             hidden_states.append(x)
             intermediate.append(normed)
             masks.append(mask_logits)
             if weights is not None:
                 attentions.append(weights)
+        if level_features is not None:
+            masks = masks[-1:]
 
         return TransformerDecoderOutput(
             last_hidden_state=x,

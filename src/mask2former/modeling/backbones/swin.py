@@ -492,7 +492,7 @@ class SwinBackbone(nn.Module):
             stage_map, x = stage(x)  # (B, H_s, W_s, C_s), then the merged (B, H_s/2, W_s/2, 2C_s) or None
             if s in self.out_indices:
                 out = self.hidden_states_norms[f"stage{s}"](stage_map)  # (B, H_s, W_s, C_s)
-                features.append(out.permute(0, 3, 1, 2).contiguous())  # (B, C_s, H_s, W_s)
+                features.append(out.permute(0, 3, 1, 2))  # (B, C_s, H_s, W_s), channels-last strides, no copy
             if s == self.out_indices[-1]:
                 break  # later stages would feed no output
         return features

@@ -63,6 +63,15 @@ def test_transformers_checkpoint_gives_same_outputs(tmp_path, name):
     assert max(errors.values()) < TOL, errors
     # the masked attention must really mask: some attention-mask entries are off in this test
     assert got.masks_queries_logits.gt(0).any() and got.masks_queries_logits.lt(0).any()
+    # Without auxiliary outputs our intermediate masks are only computed at the attention-mask sizes (odd input sizes
+    # here, so the resizing factors are not integers): same final logits.
+    with torch.no_grad():
+        plain = ours(pixel_values)
+    assert plain.auxiliary_logits is None
+    plain_errors = {key: max_abs_diff(getattr(expected, key), getattr(plain, key))
+                    for key in ("class_queries_logits", "masks_queries_logits")}
+    print(name, "without auxiliary outputs", {k: f"{v:.1e}" for k, v in plain_errors.items()})
+    assert max(plain_errors.values()) < TOL, plain_errors
 
 
 def test_bare_model_matches_including_intermediate_states(tmp_path):

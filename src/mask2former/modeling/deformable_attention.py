@@ -85,23 +85,45 @@ def multi_scale_deformable_attention_fast(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """Same inputs, output and gradients as :func:`multi_scale_deformable_attention`, computed as one weighted gather.
+    """Same inputs, output and gradients as :func:`multi_scale_deformable_attention`, computed as one weighted gather
+    by :func:`sample_at_pixels` after turning the normalised locations into pixel coordinates."""
+    batch, num_queries, num_heads, num_levels, num_points, _ = sampling_locations.shape
+    dtype = torch.promote_types(sampling_locations.dtype, torch.float32)  # coordinates never in half precision
+    level_size = torch.tensor([[w, h] for h, w in spatial_shapes], device=value.device, dtype=dtype)  # (L, 2)
+    pixels = torch.addcmul(
+        level_size.new_tensor(-0.5), sampling_locations.to(dtype), level_size[:, None, :]
+    )  # (B, Q, nh, L, P, 2), pixel centres at integers
+    pixels = pixels.view(batch, num_queries, num_heads, num_levels * num_points, 2)
+    weights = attention_weights.reshape(batch, num_queries, num_heads, num_levels * num_points)
+    return sample_at_pixels(value, spatial_shapes, num_points, pixels[..., 0], pixels[..., 1], weights)
 
-    A bilinear sample is the sum of its four corner pixels, each weighted by the area of the opposite sub-rectangle.
-    Folding the attention weight into those four weights makes the output of a (query, head) the weighted sum of
-    L * P * 4 rows of a value table, which ``F.embedding_bag(mode="sum", per_sample_weights=...)`` computes in one call
-    (and differentiates for both the table and the weights). Corners outside a map must read zeros: every level is
-    given a zero border in the table (:func:`_padded_value_table`) and pixel coordinates are clamped to [-1, W_l] x
-    [-1, H_l], so every corner index is valid and out-of-map corners land on zeros. Clamping changes nothing inside
-    that range and, beyond it, only points whose four corners are all outside (zero output and zero gradient, as
-    with ``grid_sample``). All levels share one table width, so the four corner offsets are the same on every level.
+
+def sample_at_pixels(
+    value: torch.Tensor,
+    spatial_shapes: Sequence[tuple[int, int]],
+    num_points: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """The fast path: x, y, weights (B, Q, nh, L*P) -> (B, Q, nh*hd), points ordered level-major.
+
+    ``x``, ``y`` are pixel coordinates on each point's level with pixel centres at integers (normalised x times W_l,
+    minus 0.5). A bilinear sample is the sum of its four corner pixels, each weighted by the area of the opposite
+    sub-rectangle. Folding the attention weight into those four weights makes the output of a (query, head) the
+    weighted sum of L * P * 4 rows of a value table, which ``F.embedding_bag(mode="sum", per_sample_weights=...)``
+    computes in one call (and differentiates for both the table and the weights). Corners outside a map must read
+    zeros: every level is given a zero border in the table (:func:`_padded_value_table`) and coordinates are clamped to
+    [-1, W_l] x [-1, H_l], so every corner index is valid and out-of-map corners land on zeros. Clamping changes nothing
+    inside that range and, beyond it, only points whose four corners are all outside (zero output and zero gradient,
+    as with ``grid_sample``). All levels share one table width, so the four corner offsets are the same on every level.
+    Every step works on (B, Q, nh, L*P) tensors with per-column constants, which vectorise well on CPU.
     """
     batch, seq_len, num_heads, head_dim = value.shape
-    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+    _, num_queries, _, lp = x.shape
     if sum(height * width for height, width in spatial_shapes) != seq_len:
         raise ValueError(f"spatial_shapes {list(spatial_shapes)} do not cover the {seq_len} positions of value")
-    device = value.device
-    dtype = torch.promote_types(sampling_locations.dtype, torch.float32)  # coordinates never in half precision
+    device, dtype = value.device, x.dtype
     row_width = max(width for _, width in spatial_shapes) + 3
     table = _padded_value_table(value, spatial_shapes, row_width)  # (B*S'*nh, hd)
     padded_len = table.shape[0] // (batch * num_heads)  # S'
@@ -109,39 +131,39 @@ def multi_scale_deformable_attention_fast(
     for height, _ in spatial_shapes[:-1]:
         level_starts.append(level_starts[-1] + (height + 3) * row_width)
 
-    n, lp = batch * num_queries * num_heads, num_levels * num_points  # N samples sets, L*P points per set
-    # Per column of the (N, L*P*2) location matrix: the level's (W, H) turns normalised (x, y) into pixel coordinates.
-    level_size = torch.tensor([[w, h] for h, w in spatial_shapes], device=device, dtype=dtype)  # (L, 2)
-    level_size = level_size[:, None].expand(num_levels, num_points, 2).reshape(lp * 2)  # (L*P*2,)
-    locations = sampling_locations.reshape(n, lp * 2).to(dtype)  # (N, L*P*2) as (x, y) pairs
-    xy = torch.addcmul(locations.new_tensor(-0.5), locations, level_size)  # pixel centres at integers
-    xy = xy.clamp(min=-1.0).minimum(level_size)  # (N, L*P*2)
-    xy_floor = xy.floor()
-    frac = (xy - xy_floor).view(n, lp, 2)  # (N, L*P, 2): distance from the top-left corner, in [0, 1)
+    def per_column(values: list[float], kind: torch.dtype) -> torch.Tensor:  # one value per level -> (L*P,)
+        return torch.tensor(values, device=device, dtype=kind).repeat_interleave(num_points)
 
-    # Table row of the top-left corner: image b, head h, padded row y + 1, padded column x + 1 of level l.
-    corner = xy_floor.view(n, lp, 2).to(torch.int64 if table.shape[0] >= 2**31 else torch.int32)
-    level_offset = torch.tensor(
-        [start + row_width + 1 for start in level_starts], device=device, dtype=corner.dtype
-    )[:, None].expand(num_levels, num_points).reshape(lp)  # (L*P,)
-    position = corner[..., 0] + corner[..., 1] * row_width + level_offset  # (N, L*P) in [0, S')
+    x = torch.clamp(x, min=per_column([-1.0] * len(spatial_shapes), dtype), max=per_column(
+        [float(w) for _, w in spatial_shapes], dtype))
+    y = torch.clamp(y, min=per_column([-1.0] * len(spatial_shapes), dtype), max=per_column(
+        [float(h) for h, _ in spatial_shapes], dtype))
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0  # (B, Q, nh, L*P): distance from the top-left corner, in [0, 1)
+
+    # Table row of the top-left corner: image b, head h, padded row y0 + 1, padded column x0 + 1 of level l. Integer
+    # arithmetic in floating point is exact below 2**24 (float32) or 2**53 (float64).
+    index_dtype = torch.float32 if table.shape[0] < 2**24 else torch.float64
+    level_offset = per_column([float(start + row_width + 1) for start in level_starts], index_dtype)
+    position = (x0.detach().to(index_dtype) + level_offset).add_(y0.detach().to(index_dtype), alpha=row_width)
     image_head = (
-        torch.arange(batch, device=device, dtype=corner.dtype)[:, None] * (padded_len * num_heads)
-        + torch.arange(num_heads, device=device, dtype=corner.dtype)
-    )  # (B, nh)
-    row = torch.add(image_head[:, None, :, None], position.view(batch, num_queries, num_heads, lp), alpha=num_heads)
-    corner_step = torch.tensor([0, 1, row_width, row_width + 1], device=device, dtype=corner.dtype) * num_heads
-    rows = row.view(n, 1, lp) + corner_step[:, None]  # (N, 4, L*P): corners (0,0), (0,1), (1,0), (1,1) as (dy, dx)
+        torch.arange(batch, device=device, dtype=index_dtype)[:, None] * (padded_len * num_heads)
+        + torch.arange(num_heads, device=device, dtype=index_dtype)
+    )[:, None, :, None]  # (B, 1, nh, 1)
+    index_kind = torch.int64 if table.shape[0] >= 2**31 else torch.int32
+    row = torch.add(image_head, position, alpha=num_heads).to(index_kind).view(-1, 1, lp)  # (N, 1, L*P)
+    corner_step = torch.tensor([0, 1, row_width, row_width + 1], device=device, dtype=index_kind) * num_heads
+    rows = row + corner_step[:, None]  # (N, 4, L*P): corners (0,0), (0,1), (1,0), (1,1) as (dy, dx)
 
-    weights = attention_weights.reshape(n, lp).to(dtype)  # (N, L*P)
-    fx, fy = frac[..., 0], frac[..., 1]  # (N, L*P) each
+    weights = weights.to(dtype).reshape(-1, 1, lp)  # (N, 1, L*P)
+    fx, fy = fx.reshape(-1, 1, lp), fy.reshape(-1, 1, lp)
     weight_bottom = fy * weights
-    weight_y = torch.stack((weights - weight_bottom, weight_bottom), dim=1)  # (N, 2, L*P): rows y, y + 1
-    weight_x = torch.stack((1 - fx, fx), dim=1)  # (N, 2, L*P): columns x, x + 1
-    corner_weights = (weight_y[:, :, None] * weight_x[:, None]).view(n, 4 * lp)  # (N, 4*L*P), same order as rows
+    weight_y = torch.cat((weights - weight_bottom, weight_bottom), dim=1)  # (N, 2, L*P): rows y0, y0 + 1
+    weight_x = torch.cat((1 - fx, fx), dim=1)  # (N, 2, L*P): columns x0, x0 + 1
+    corner_weights = weight_y.repeat_interleave(2, dim=1) * weight_x.repeat(1, 2, 1)  # (N, 4, L*P), order of rows
 
     output = F.embedding_bag(
-        rows.view(n, 4 * lp), table, mode="sum", per_sample_weights=corner_weights.to(table.dtype)
+        rows.view(-1, 4 * lp), table, mode="sum", per_sample_weights=corner_weights.view(-1, 4 * lp).to(table.dtype)
     )  # (N, hd), N in (B, Q, nh) order
     return output.view(batch, num_queries, num_heads * head_dim)
 
@@ -221,20 +243,60 @@ class MultiScaleDeformableAttention(nn.Module):
 
         value = self.value_proj(hidden_states)  # (B, S, D)
         value = value.view(batch, seq_len, nh, self.embed_dim // nh)  # (B, S, nh, hd)
+        logits = self.attention_weights(queries).view(batch, seq_len, nh, nl * npt)  # (B, S, nh, L*P)
+        weights = softmax_short_rows(logits.float())  # (B, S, nh, L*P), float32
 
-        offsets = self.sampling_offsets(queries).view(batch, seq_len, nh, nl, npt, 2)  # (B, S, nh, L, P, 2)
-        weights = self.attention_weights(queries).view(batch, seq_len, nh, nl * npt)  # (B, S, nh, L*P)
-        weights = weights.float().softmax(dim=-1).view(batch, seq_len, nh, nl, npt)  # (B, S, nh, L, P), float32
-
-        # (W, H) of each level turns pixel offsets into normalised ones
-        level_sizes = torch.tensor(
-            [(width, height) for height, width in spatial_shapes], dtype=offsets.dtype, device=offsets.device
-        )  # (L, 2)
-        locations = (
-            reference_points[:, :, None, :, None, :]  # (B or 1, S, 1, L or 1, 1, 2)
-            + offsets / level_sizes[None, None, None, :, None, :]
-        )  # (B, S, nh, L, P, 2)
-
-        sample = multi_scale_deformable_attention if self.use_reference_kernel else multi_scale_deformable_attention_fast
-        output = sample(value, spatial_shapes, locations, weights)  # (B, S, D)
+        if self.use_reference_kernel:
+            offsets = self.sampling_offsets(queries).view(batch, seq_len, nh, nl, npt, 2)  # (B, S, nh, L, P, 2)
+            # (W, H) of each level turns pixel offsets into normalised ones
+            level_sizes = torch.tensor(
+                [(width, height) for height, width in spatial_shapes], dtype=offsets.dtype, device=offsets.device
+            )  # (L, 2)
+            locations = (
+                reference_points[:, :, None, :, None, :]  # (B or 1, S, 1, L or 1, 1, 2)
+                + offsets / level_sizes[None, None, None, :, None, :]
+            )  # (B, S, nh, L, P, 2)
+            output = multi_scale_deformable_attention(
+                value, spatial_shapes, locations, weights.view(batch, seq_len, nh, nl, npt)
+            )  # (B, S, D)
+        else:
+            x, y = self._pixel_coordinates(queries, reference_points, spatial_shapes)
+            output = sample_at_pixels(value, spatial_shapes, npt, x, y, weights)  # (B, S, D)
+        weights = weights.view(batch, seq_len, nh, nl, npt)
         return self.output_proj(output), weights
+
+    def _pixel_coordinates(
+        self, queries: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampling points as pixel coordinates of their level (centres at integers): x, y each (B, S, nh, L*P).
+
+        The same arithmetic as the reference path (``reference + offset / (W, H)``, then ``* (W, H) - 0.5`` as in
+        :func:`multi_scale_deformable_attention_fast`), so the rounding matches transformers'; but the rows of
+        ``sampling_offsets`` are taken x-block then y-block, so each coordinate comes out of the projection as a
+        contiguous (B, S, nh*L*P) block and every step is a plain vectorised operation.
+        """
+        batch, seq_len, _ = queries.shape
+        nh, nl, npt = self.num_heads, self.num_levels, self.num_points
+        count = nh * nl * npt
+        order = torch.arange(2 * count, device=queries.device).view(count, 2).t().reshape(-1)  # all x, then all y
+        offsets = F.linear(queries, self.sampling_offsets.weight[order], self.sampling_offsets.bias[order])
+        offsets = offsets.view(batch, seq_len, 2, nh, nl, npt)  # (B, S, 2, nh, L, P)
+        size = torch.tensor([[w for _, w in spatial_shapes], [h for h, _ in spatial_shapes]], device=queries.device,
+                            dtype=offsets.dtype)[:, None, :, None]  # (2, 1, L, 1): (W_l, H_l)
+        reference = reference_points.transpose(2, 3)[:, :, :, None, :, None]  # (B|1, S, 2, 1, L|1, 1)
+        locations = reference + offsets / size  # (B, S, 2, nh, L, P), normalised, as in the reference path
+        dtype = torch.promote_types(locations.dtype, torch.float32)  # coordinates never in half precision
+        pixels = torch.addcmul(size.new_tensor(-0.5, dtype=dtype), locations.to(dtype), size.to(dtype))
+        return (pixels[:, :, 0].reshape(batch, seq_len, nh, nl * npt),
+                pixels[:, :, 1].reshape(batch, seq_len, nh, nl * npt))
+
+
+def softmax_short_rows(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.softmax(-1)`` for a short last dimension (12 weights per head here), where torch's CPU kernel is about
+    5x slower than these four vectorised passes. The shift by the row maximum is a constant for the gradient."""
+    shifted = logits - logits.detach().amax(dim=-1, keepdim=True)
+    if shifted.requires_grad:
+        exp = shifted.exp()
+        return exp / exp.sum(dim=-1, keepdim=True)
+    exp = shifted.exp_()
+    return exp.div_(exp.sum(dim=-1, keepdim=True))

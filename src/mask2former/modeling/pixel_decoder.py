@@ -262,14 +262,15 @@ class PixelDecoder(nn.Module):
             for x, (height, width) in zip(hidden_states.split(level_sizes, dim=1), spatial_shapes)
         )
 
-        # Memory layouts, measured on CPU: bilinear upsampling is ~7x faster on a contiguous (NCHW) map than on a
-        # channels-last one, and the 3x3 convolution ~15% faster channels-last, which the backbone maps already are.
+        # NCHW: bilinear upsampling is ~7x slower on CPU on a channels-last map (what the encoder output and the
+        # backbone maps are); the convolutions would be ~15% faster channels-last, but their different rounding
+        # moves the mask features 2x further from transformers' and can flip an attention-mask bit downstream.
         out = multi_scale_features[-1]  # (B, D, H/8, W/8)
         for index in reversed(range(self.num_fpn_levels)):
             adapter, output_layer = self._fpn_level(index)
-            lateral = adapter(features[index].contiguous(memory_format=torch.channels_last))  # (B, D, H_i, W_i)
+            lateral = adapter(features[index].contiguous())  # (B, D, H_i, W_i)
             upsampled = F.interpolate(out.contiguous(), size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-            out = output_layer(lateral + upsampled)  # (B, D, H_i, W_i), channels-last
+            out = output_layer(lateral + upsampled)  # (B, D, H_i, W_i)
 
         return PixelDecoderOutput(
             mask_features=self.mask_projection(out),  # (B, mask_dim, H/4, W/4)

@@ -151,16 +151,16 @@ def sample_at_pixels(
         + torch.arange(num_heads, device=device, dtype=index_dtype)
     )[:, None, :, None]  # (B, 1, nh, 1)
     index_kind = torch.int64 if table.shape[0] >= 2**31 else torch.int32
-    row = torch.add(image_head, position, alpha=num_heads).to(index_kind).view(-1, 1, lp)  # (N, 1, L*P)
+    row = torch.add(image_head, position, alpha=num_heads).to(index_kind)  # (B, Q, nh, L*P)
     corner_step = torch.tensor([0, 1, row_width, row_width + 1], device=device, dtype=index_kind) * num_heads
-    rows = row + corner_step[:, None]  # (N, 4, L*P): corners (0,0), (0,1), (1,0), (1,1) as (dy, dx)
+    rows = row.view(-1, 1, lp) + corner_step[:, None]  # (N, 4, L*P): corners (0,0), (0,1), (1,0), (1,1) as (dy, dx)
 
-    weights = weights.to(dtype).reshape(-1, 1, lp)  # (N, 1, L*P)
-    fx, fy = fx.reshape(-1, 1, lp), fy.reshape(-1, 1, lp)
-    weight_bottom = fy * weights
-    weight_y = torch.cat((weights - weight_bottom, weight_bottom), dim=1)  # (N, 2, L*P): rows y0, y0 + 1
-    weight_x = torch.cat((1 - fx, fx), dim=1)  # (N, 2, L*P): columns x0, x0 + 1
-    corner_weights = weight_y.repeat_interleave(2, dim=1) * weight_x.repeat(1, 2, 1)  # (N, 4, L*P), order of rows
+    weights = weights.to(dtype).reshape(-1, lp)  # (N, L*P)
+    fx, fy = fx.reshape(-1, lp), fy.reshape(-1, lp)
+    bottom = fy * weights  # rows y0 + 1
+    top = weights - bottom  # rows y0
+    left = 1 - fx  # columns x0; fx for columns x0 + 1
+    corner_weights = torch.stack((top * left, top * fx, bottom * left, bottom * fx), dim=1)  # (N, 4, L*P), as rows
 
     output = F.embedding_bag(
         rows.view(-1, 4 * lp), table, mode="sum", per_sample_weights=corner_weights.view(-1, 4 * lp).to(table.dtype)
@@ -281,12 +281,16 @@ class MultiScaleDeformableAttention(nn.Module):
         order = torch.arange(2 * count, device=queries.device).view(count, 2).t().reshape(-1)  # all x, then all y
         offsets = F.linear(queries, self.sampling_offsets.weight[order], self.sampling_offsets.bias[order])
         offsets = offsets.view(batch, seq_len, 2, nh, nl, npt)  # (B, S, 2, nh, L, P)
+        # (W_l, H_l) and the reference point of every output column, materialised over (2, nh, L, P): a broadcast over
+        # the short head and point dimensions vectorises poorly on CPU, a contiguous operand of 2*nh*L*P does well.
         size = torch.tensor([[w for _, w in spatial_shapes], [h for h, _ in spatial_shapes]], device=queries.device,
-                            dtype=offsets.dtype)[:, None, :, None]  # (2, 1, L, 1): (W_l, H_l)
+                            dtype=offsets.dtype)[:, None, :, None].expand(2, nh, nl, npt).reshape(2 * count)
         reference = reference_points.transpose(2, 3)[:, :, :, None, :, None]  # (B|1, S, 2, 1, L|1, 1)
-        locations = reference + offsets / size  # (B, S, 2, nh, L, P), normalised, as in the reference path
+        reference = reference.expand(-1, -1, 2, nh, nl, npt).reshape(reference.shape[0], seq_len, 2 * count)
+        locations = reference + offsets.view(batch, seq_len, 2 * count) / size  # normalised, as in the reference path
         dtype = torch.promote_types(locations.dtype, torch.float32)  # coordinates never in half precision
         pixels = torch.addcmul(size.new_tensor(-0.5, dtype=dtype), locations.to(dtype), size.to(dtype))
+        pixels = pixels.view(batch, seq_len, 2, nh, nl, npt)  # (B, S, 2, nh, L, P)
         return (pixels[:, :, 0].reshape(batch, seq_len, nh, nl * npt),
                 pixels[:, :, 1].reshape(batch, seq_len, nh, nl * npt))
 

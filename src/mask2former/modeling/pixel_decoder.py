@@ -107,9 +107,10 @@ class DeformableEncoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, D) -> (B, S, D), plus the attention's sampling weights (B, S, nh, L, P)."""
         attended, weights = self.self_attn(hidden_states, position_embeddings, reference_points, spatial_shapes)
-        hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))  # (B, S, D)
+        # residual sums written into the fresh branch outputs (fewer large buffers to allocate)
+        hidden_states = self.self_attn_layer_norm(self.dropout(attended).add_(hidden_states))  # (B, S, D)
         ffn = self.dropout(self.activation(self.fc1(hidden_states)))  # (B, S, ffn_dim)
-        hidden_states = self.final_layer_norm(hidden_states + self.dropout(self.fc2(ffn)))  # (B, S, D)
+        hidden_states = self.final_layer_norm(self.dropout(self.fc2(ffn)).add_(hidden_states))  # (B, S, D)
         return hidden_states, weights
 
 
@@ -205,7 +206,7 @@ class PixelDecoder(nn.Module):
             output_layer = nn.Sequential(
                 nn.Conv2d(feature_dim, feature_dim, kernel_size=3, padding=1, bias=False),
                 nn.GroupNorm(32, feature_dim),
-                nn.ReLU(),
+                nn.ReLU(inplace=True),
             )
             self.add_module(f"adapter_{index + 1}", adapter)
             self.add_module(f"layer_{index + 1}", output_layer)
@@ -270,7 +271,7 @@ class PixelDecoder(nn.Module):
             adapter, output_layer = self._fpn_level(index)
             lateral = adapter(features[index].contiguous())  # (B, D, H_i, W_i)
             upsampled = F.interpolate(out.contiguous(), size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-            out = output_layer(lateral + upsampled)  # (B, D, H_i, W_i)
+            out = output_layer(upsampled.add_(lateral))  # (B, D, H_i, W_i)
 
         return PixelDecoderOutput(
             mask_features=self.mask_projection(out),  # (B, mask_dim, H/4, W/4)

@@ -194,7 +194,13 @@ class DenseOutput(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.activation(self.dense(x)))
+        hidden = self.dense(x)
+        if isinstance(self.activation, nn.GELU) and not hidden.requires_grad:
+            # In place: the same values, without a second (tokens, 4C) buffer to allocate and fault in.
+            hidden = torch.ops.aten.gelu_(hidden, approximate=self.activation.approximate)
+        else:
+            hidden = self.activation(hidden)
+        return self.dropout(hidden)
 
 
 class WindowSelfAttention(nn.Module):
@@ -313,11 +319,11 @@ class SwinBlock(nn.Module):
         y = _gather_tokens(y, windows.to_windows)  # (B, nW*N, C)
         y = self.attention(y.view(-1, N, C), windows.shift_mask)  # (B*nW, N, C)
         y = _gather_tokens(y.view(B, -1, C), windows.from_windows).view(B, H, W, C)  # back to the map, cropped
-        x = x + self.drop_path(y)  # (B, H, W, C)
+        x = self.drop_path(y).add_(x)  # (B, H, W, C); residual sums written into the fresh branch outputs
 
         # Stochastic depth on both residual branches, as in the original Swin that Mask2Former trained with
         # (transformers' Swin applies it to the attention branch only; the two agree in eval mode).
-        return x + self.drop_path(self.output(self.intermediate(self.layernorm_after(x))))
+        return self.drop_path(self.output(self.intermediate(self.layernorm_after(x)))).add_(x)
 
 
 class PatchMerging(nn.Module):

@@ -19,12 +19,13 @@ from torch import nn
 from .backbones import FeatureInfo
 from .checkpointing import call_layer
 from .deformable_attention import MultiScaleDeformableAttention
+from .inplace import add_into, relu_into
 from .position_encoding import sine_position_embedding
 
 NUM_LEVELS = 3  # backbone maps seen by the deformable encoder (and by the transformer decoder)
 
-# Applied to a fresh fc1 output, so ReLU may work in place (one pass over (B, S, ffn_dim) instead of two).
-_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": torch.relu_, "gelu": F.gelu}
+# Applied to a fresh fc1 output, so ReLU may work in place in inference.
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": relu_into, "gelu": F.gelu}
 
 
 class PixelDecoderOutput(NamedTuple):
@@ -107,10 +108,9 @@ class DeformableEncoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, D) -> (B, S, D), plus the attention's sampling weights (B, S, nh, L, P)."""
         attended, weights = self.self_attn(hidden_states, position_embeddings, reference_points, spatial_shapes)
-        # residual sums written into the fresh branch outputs (fewer large buffers to allocate)
-        hidden_states = self.self_attn_layer_norm(self.dropout(attended).add_(hidden_states))  # (B, S, D)
+        hidden_states = self.self_attn_layer_norm(add_into(self.dropout(attended), hidden_states))  # (B, S, D)
         ffn = self.dropout(self.activation(self.fc1(hidden_states)))  # (B, S, ffn_dim)
-        hidden_states = self.final_layer_norm(self.dropout(self.fc2(ffn)).add_(hidden_states))  # (B, S, D)
+        hidden_states = self.final_layer_norm(add_into(self.dropout(self.fc2(ffn)), hidden_states))  # (B, S, D)
         return hidden_states, weights
 
 

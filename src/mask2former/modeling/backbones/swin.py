@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from mask2former.modeling.backbones import FeatureInfo
 from mask2former.modeling.checkpointing import call_layer
+from mask2former.modeling.inplace import add_into
 
 _ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
@@ -319,11 +320,11 @@ class SwinBlock(nn.Module):
         y = _gather_tokens(y, windows.to_windows)  # (B, nW*N, C)
         y = self.attention(y.view(-1, N, C), windows.shift_mask)  # (B*nW, N, C)
         y = _gather_tokens(y.view(B, -1, C), windows.from_windows).view(B, H, W, C)  # back to the map, cropped
-        x = self.drop_path(y).add_(x)  # (B, H, W, C); residual sums written into the fresh branch outputs
+        x = add_into(self.drop_path(y), x)  # (B, H, W, C)
 
         # Stochastic depth on both residual branches, as in the original Swin that Mask2Former trained with
         # (transformers' Swin applies it to the attention branch only; the two agree in eval mode).
-        return self.drop_path(self.output(self.intermediate(self.layernorm_after(x)))).add_(x)
+        return add_into(self.drop_path(self.output(self.intermediate(self.layernorm_after(x)))), x)
 
 
 class PatchMerging(nn.Module):

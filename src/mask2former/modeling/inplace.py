@@ -1,0 +1,23 @@
+"""In-place arithmetic for inference, out-of-place under autograd.
+
+In inference a residual sum or an activation can be written into a freshly computed branch output: the same values,
+one large buffer fewer to allocate (and, on CPU, to fault in page by page). Under autograd the branch outputs are
+usually views (a Linear on a (B, S, C) input returns a view of its 2-D product), and an in-place update of a view makes
+the backward pass copy it back, which costs more than it saves; so these helpers only work in place when no gradient
+is being recorded for the tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def add_into(branch: Tensor, residual: Tensor) -> Tensor:
+    """``branch + residual``, written into ``branch`` when no gradient is recorded (``branch`` must be fresh)."""
+    return branch + residual if branch.requires_grad else branch.add_(residual)
+
+
+def relu_into(x: Tensor) -> Tensor:
+    """``relu(x)``, in place when no gradient is recorded (``x`` must be fresh)."""
+    return torch.relu(x) if x.requires_grad else torch.relu_(x)

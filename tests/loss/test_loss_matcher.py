@@ -150,6 +150,22 @@ def test_small_targets_read_as_zero_padded():
         torch.testing.assert_close(sample_targets(masks.to(dtype), coords), sample_targets(masks, coords))
 
 
+def test_target_sampling_equals_grid_sample_of_the_float_masks():
+    """sample_targets reads the four neighbours in place; the reference is grid_sample on a float copy of the
+    selected masks zero-padded to the frame (points beyond the borders included)."""
+    gen = torch.Generator().manual_seed(5)
+    masks = torch.rand(4, 13, 17, generator=gen) > 0.5  # (N, H, W)
+    frame = (16, 21)
+    padded = F.pad(masks.float(), (0, 21 - 17, 0, 16 - 13))  # (N, 16, 21)
+    coords = torch.rand(3, 500, 2, generator=gen) * 1.2 - 0.1  # some points outside [0, 1]
+    chosen = torch.tensor([2, 0, 3])
+    expected = point_sample(padded[chosen][:, None], coords)[:, 0]  # (3, P)
+    torch.testing.assert_close(sample_targets(masks, coords, frame, mask_index=chosen), expected, rtol=0, atol=1e-6)
+    shared = coords[:1]  # (1, P, 2): every mask at the same points, as the matcher samples them
+    expected = point_sample(padded[:, None], shared)[:, 0]  # (N, P)
+    torch.testing.assert_close(sample_targets(masks, shared, frame), expected, rtol=0, atol=1e-6)
+
+
 def test_importance_points_prefer_uncertain_regions():
     logits = torch.full((2, 1, 16, 16), 10.0)
     logits[:, :, :, :8] = 0.0  # the left half is maximally uncertain

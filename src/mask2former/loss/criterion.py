@@ -188,8 +188,9 @@ class Mask2FormerCriterion(nn.Module):
             for masks, (_, tgt) in zip(mask_labels, indices):
                 count = tgt.numel()
                 if count:
-                    chosen = masks[tgt.to(masks.device)]  # (N_b', H, W)
-                    point_targets.append(sample_targets(chosen, coords[start : start + count], frame))  # (N_b', P)
+                    point_targets.append(
+                        sample_targets(masks, coords[start : start + count], frame, mask_index=tgt)
+                    )  # (N_b', P): the matched targets, read in place
                 start += count
             targets = torch.cat(point_targets)  # (R, P)
 

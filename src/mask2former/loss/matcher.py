@@ -120,13 +120,12 @@ class HungarianMatcher(nn.Module):
         """
         class_logits = class_logits.float()
         mask_logits = mask_logits.float()
-        num_queries = mask_logits.shape[0]
 
         probs = class_logits.softmax(-1)  # (Q, K+1)
         cost_class = -probs[:, target_classes.to(probs.device)]  # (Q, N)
 
         targets = sample_targets(target_masks, coords, frame_size)  # (N, P)
-        preds = point_sample(mask_logits[:, None], coords.expand(num_queries, -1, -1)).squeeze(1)  # (Q, P)
+        preds = point_sample(mask_logits[:, None], coords).squeeze(1)  # (Q, P)
 
         cost_mask = pairwise_sigmoid_bce(preds, targets)  # (Q, N)
         cost_dice = pairwise_dice(preds, targets)  # (Q, N)

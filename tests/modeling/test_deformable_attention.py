@@ -9,6 +9,7 @@ from mask2former.modeling.deformable_attention import (
     MultiScaleDeformableAttention,
     multi_scale_deformable_attention,
     multi_scale_deformable_attention_fast,
+    softmax_short_rows,
 )
 
 SPATIAL_SHAPES = [(3, 5), (2, 3), (1, 2)]
@@ -140,19 +141,48 @@ def test_fast_path_in_half_precision_is_close_to_float32(dtype):
     torch.testing.assert_close(got.float(), expected, rtol=0, atol=0.05)
 
 
-def test_module_switches_between_fast_path_and_reference():
+@pytest.mark.parametrize("per_level_reference", [False, True])
+def test_module_switches_between_fast_path_and_reference(per_level_reference):
+    """Same output and the same gradients for every parameter and input (the fast path reorders the rows of
+    sampling_offsets and computes its own softmax and coordinates)."""
     torch.manual_seed(0)
     attn = MultiScaleDeformableAttention(embed_dim=16, num_heads=4, num_levels=3, num_points=2).double()
     with torch.no_grad():
         for param in attn.parameters():
             param.normal_(0, 0.5)
     seq_len = sum(h * w for h, w in SPATIAL_SHAPES)
-    hidden = torch.randn(2, seq_len, 16, dtype=torch.float64)
-    reference = torch.rand(1, seq_len, 1, 2, dtype=torch.float64)
-    fast, _ = attn(hidden, None, reference, SPATIAL_SHAPES)
-    attn.use_reference_kernel = True
-    slow, _ = attn(hidden, None, reference, SPATIAL_SHAPES)
+    hidden = torch.randn(2, seq_len, 16, dtype=torch.float64, requires_grad=True)
+    position = torch.randn(1, seq_len, 16, dtype=torch.float64)
+    levels = len(SPATIAL_SHAPES) if per_level_reference else 1
+    reference = torch.rand(2, seq_len, levels, 2, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, seq_len, 16, dtype=torch.float64)
+
+    def run(use_reference: bool):
+        attn.use_reference_kernel = use_reference
+        out, weights = attn(hidden, position, reference, SPATIAL_SHAPES)
+        grads = torch.autograd.grad((out * upstream).sum(), [hidden, reference, *attn.parameters()])
+        return out, weights, grads
+
+    fast, fast_weights, fast_grads = run(False)
+    slow, slow_weights, slow_grads = run(True)
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_weights, slow_weights, rtol=0, atol=1e-12)
+    for got, expected in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_short_row_softmax_matches_softmax_and_its_gradient():
+    logits = torch.randn(5, 7, 12, dtype=torch.float64) * 30  # large logits: the shift by the maximum matters
+    logits.requires_grad_(True)
+    upstream = torch.randn(5, 7, 12, dtype=torch.float64)
+    got = softmax_short_rows(logits)
+    expected = logits.softmax(-1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
+    (got_grad,) = torch.autograd.grad((got * upstream).sum(), logits)
+    (expected_grad,) = torch.autograd.grad((expected * upstream).sum(), logits)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=0, atol=1e-12)
+    with torch.no_grad():  # in place without autograd
+        torch.testing.assert_close(softmax_short_rows(logits.detach().clone()), expected.detach(), rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("function", [multi_scale_deformable_attention, multi_scale_deformable_attention_fast])

@@ -59,3 +59,20 @@ def test_half_precision_panoptic_maps_agree_with_float32(dtype):
             maps.append(panoptic["segmentation"])
         agreement = (maps[0] == maps[1]).float().mean().item()
         assert agreement >= 0.99, (name, agreement)
+
+
+def test_in_place_inference_equals_out_of_place_autograd_forward():
+    """Without autograd the residual sums and activations are written in place (modeling/inplace.py); with autograd
+    they are not. Same outputs (up to torch choosing other matmul kernels when it records a graph), and the recorded
+    graph still backpropagates."""
+    torch.manual_seed(0)
+    model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**tiny_config_kwargs())).eval()
+    pixel_values = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        in_place = model(pixel_values, output_auxiliary_logits=True)
+    recorded = model(pixel_values, output_auxiliary_logits=True)
+    assert recorded.masks_queries_logits.requires_grad
+    for key in ("masks_queries_logits", "class_queries_logits"):
+        torch.testing.assert_close(getattr(in_place, key), getattr(recorded, key).detach(), rtol=0, atol=1e-5)
+    recorded.masks_queries_logits.sum().backward()
+    assert all(p.grad is not None for p in model.model.pixel_level_module.parameters() if p.requires_grad)

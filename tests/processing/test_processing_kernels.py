@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mask2former.processing import rle
 from mask2former.processing.interpolation import BLOCK, axis_blocks, axis_operator, block_bounds, evaluate_blocks
-from mask2former.processing.postprocess import _first_max
+from mask2former.processing.output_blocks import _first_max
 
 # (mask h, w), padded size, valid size, target size
 CASES = [

@@ -10,7 +10,11 @@ step t the global generator is seeded with seed + t, so all three draw the same 
 differ only by floating-point drift. Printed: loss curves, matched-mask IoU before and after, median and fastest step
 time (forward + loss + backward + AdamW).
 
-Part 2, memory. One fresh subprocess per configuration runs a few training steps of a bigger model
+Part 2, step time at an official size. Swin-T with the official decoder sizes at ``--memory-size`` (default 384x512),
+ours and transformers from the same initial weights, stepped in turn inside one process for ``--step-rounds`` rounds
+after one warm-up step each; printed: the median step time of each and the median of the per-round ratios.
+
+Part 3, memory. One fresh subprocess per configuration runs a few training steps of a bigger model
 (``--memory-model``, default swin-tiny with the official decoder sizes) at ``--memory-size``. ``peak RSS`` is the
 process's high-water resident set size (``resource.getrusage``); ``train +MiB`` is that peak minus the high-water mark
 just before the first step (after imports, loading and one no-grad forward), i.e. what training adds: activations
@@ -123,7 +127,30 @@ def learning(args: argparse.Namespace, weights: Path) -> None:
         print(f"{name:>18}: " + " ".join(f"{v:.1f}" for v in run["losses"][:: args.curve_every]))
 
 
-# ------------------------------------------------------------------------------------------------- part 2: memory
+# ---------------------------------------------------------------------------------------------- part 2: step time
+
+
+def step_time(args: argparse.Namespace, weights: Path) -> None:
+    pixel_values, masks, labels = voc_example(*args.memory_size)
+    models = {name: _load(name, weights, False) for name in ("ours", "transformers")}
+    optimizers = {name: make_optimizer(model, args.lr) for name, model in models.items()}
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for round_ in range(args.step_rounds + 1):  # round 0 warms up
+        names = list(models)[round_ % 2:] + list(models)[: round_ % 2]  # rotate who goes first
+        for name in names:
+            start = time.perf_counter()
+            train_step(models[name], optimizers[name], pixel_values, masks, labels, args.seed + round_)
+            if round_:
+                seconds[name].append(time.perf_counter() - start)
+    ratio = statistics.median(a / b for a, b in zip(seconds["ours"], seconds["transformers"]))
+    print(f"\nPart 2: training step (forward + loss + backward + AdamW), {args.memory_model} at "
+          f"{args.memory_size[0]}x{args.memory_size[1]}, {args.step_rounds} interleaved rounds")
+    ours, theirs = statistics.median(seconds["ours"]), statistics.median(seconds["transformers"])
+    print(f"ours {ours:.2f} s, transformers {theirs:.2f} s, ratio {ratio:.2f}; per round: " + ", ".join(
+              f"{a:.2f}/{b:.2f}" for a, b in zip(seconds["ours"], seconds["transformers"])))
+
+
+# ------------------------------------------------------------------------------------------------- part 3: memory
 
 
 def _peak_rss_mib() -> float:
@@ -151,7 +178,7 @@ def memory_worker(implementation: str, checkpointing: bool, weights: Path, args:
 
 
 def memory(args: argparse.Namespace, weights: Path) -> None:
-    print(f"\nPart 2: memory, {args.memory_model} at {args.memory_size[0]}x{args.memory_size[1]}, "
+    print(f"\nPart 3: memory, {args.memory_model} at {args.memory_size[0]}x{args.memory_size[1]}, "
           f"{args.memory_steps} steps, one process per row")
     print(f"{'':18} {'peak RSS MiB':>12} {'train +MiB':>10} {'step s':>7}")
     for implementation, checkpointing in CONFIGURATIONS:
@@ -179,7 +206,9 @@ def main() -> None:
     parser.add_argument("--memory-model", default="swin-tiny", choices=["small", *SWIN])
     parser.add_argument("--memory-size", type=_size, default=(384, 512))
     parser.add_argument("--memory-steps", type=int, default=3)
-    parser.add_argument("--skip", choices=["learning", "memory"], help="run only the other part")
+    parser.add_argument("--step-rounds", type=int, default=5)
+    parser.add_argument("--skip", choices=["learning", "step", "memory"], nargs="*", default=[],
+                        help="parts not to run")
     parser.add_argument("--memory-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -192,11 +221,14 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
-        if args.skip != "learning":
+        if "learning" not in args.skip:
             _save_initial_weights(Path(tmp) / "small", "small", args.seed)
             learning(args, Path(tmp) / "small")
-        if args.skip != "memory":
+        if not {"step", "memory"} <= set(args.skip):
             _save_initial_weights(Path(tmp) / "memory", args.memory_model, args.seed)
+        if "step" not in args.skip:
+            step_time(args, Path(tmp) / "memory")
+        if "memory" not in args.skip:
             memory(args, Path(tmp) / "memory")
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mask2former.modeling.deformable_attention import (
     MultiScaleDeformableAttention,
     multi_scale_deformable_attention,
     multi_scale_deformable_attention_fast,
     softmax_short_rows,
+    weighted_row_sums,
 )
 
 SPATIAL_SHAPES = [(3, 5), (2, 3), (1, 2)]
@@ -244,3 +246,25 @@ def test_module_matches_transformers_module():
     )
     # softmax over levels x points
     torch.testing.assert_close(weights.detach().sum(dim=(-2, -1)), torch.ones(2, seq_len, 4))
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_weighted_row_sums_gradients_equal_embedding_bags(index_dtype):
+    """The sorted, transposed backward gives embedding_bag's own gradients (repeated rows, table rows nobody reads)."""
+    gen = torch.Generator().manual_seed(3)
+    table = torch.randn(50, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    rows = torch.randint(0, 40, (30, 8), generator=gen).to(index_dtype)  # rows 40..49 are never read
+    rows[:, 1] = rows[:, 0]  # the same row twice in a bag
+    weights = torch.rand(30, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    upstream = torch.randn(30, 6, dtype=torch.float64, generator=gen)
+    got = weighted_row_sums(rows, table, weights)
+    expected = F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    got_grads = torch.autograd.grad(got, (table, weights), upstream)
+    expected_grads = torch.autograd.grad(expected, (table, weights), upstream)
+    for a, b in zip(got_grads, expected_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert got_grads[0][40:].abs().max() == 0
+    # only the table needs a gradient
+    (table_only,) = torch.autograd.grad(weighted_row_sums(rows, table, weights.detach()), table, upstream)
+    torch.testing.assert_close(table_only, expected_grads[0], rtol=0, atol=1e-12)

@@ -4,7 +4,6 @@ conversions, sizes, serialisation and errors."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import PIL.Image
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from mask2former.processing import Mask2FormerImageProcessor
-from mask2former.processing.transforms import output_size, resize_in_bands
+from mask2former.processing.transforms import output_size
 
 hf_module = pytest.importorskip("transformers.models.mask2former.image_processing_pil_mask2former")
 HFProcessor = hf_module.Mask2FormerImageProcessorPil
@@ -109,36 +108,14 @@ def test_sixteen_bit_and_float_images_follow_their_8_bit_versions():
     assert (processor(grey16, return_tensors="pt")["pixel_values"] - grey).abs().max() < one_level
 
 
-@pytest.mark.parametrize("resample", [PIL.Image.Resampling.BILINEAR, PIL.Image.Resampling.BICUBIC,
-                                      PIL.Image.Resampling.LANCZOS, PIL.Image.Resampling.BOX,
-                                      PIL.Image.Resampling.HAMMING])
-def test_resizing_in_bands_gives_exactly_one_resize(resample):
-    """Row bands for Pillow's horizontal pass and column bands for its vertical pass tile exactly one resize."""
-    rng = np.random.default_rng(int(resample))
-    with ThreadPoolExecutor(3) as pool:
-        for in_size in [(48, 64), (33, 51), (120, 190), (5, 90)]:
-            image = PIL.Image.fromarray(rng.integers(0, 256, (*in_size, 3), dtype=np.uint8))
-            height, width = in_size
-            for out_size in [(80, 107), (height, 110), (90, width), (24, 32), (3, 4), (2 * height + 1, width // 3 + 1)]:
-                expected = np.asarray(image.resize(out_size[::-1], resample))
-                for parts in (2, 3, 5):
-                    tiled = np.full((*out_size, 3), -1, dtype=np.int32)
-                    for top, left, planes in resize_in_bands(image, *out_size, resample, pool, parts):
-                        rows, columns = planes[0].shape
-                        assert (tiled[top:top + rows, left:left + columns] == -1).all(), "pieces do not overlap"
-                        tiled[top:top + rows, left:left + columns] = np.stack(planes, axis=2)
-                    assert np.array_equal(tiled, expected), (in_size, out_size, parts)
-
-
-def test_one_image_on_several_threads_gives_the_same_batch_and_matches_transformers():
+def test_pil_and_array_inputs_give_the_same_batch_and_match_transformers():
+    """8-bit Pillow inputs are resized as they are (no array round trip): the same batch as the array."""
     image = photos()["voc"]
-    alone = Mask2FormerImageProcessor()(PIL.Image.fromarray(image), return_tensors="pt")
-    torch.set_num_threads(3)  # restored by the one_thread fixture
-    for kind in (image, PIL.Image.fromarray(image)):
-        together = Mask2FormerImageProcessor()(kind, return_tensors="pt")
-        assert torch.equal(alone["pixel_values"], together["pixel_values"])
-        assert torch.equal(alone["pixel_mask"], together["pixel_mask"])
-    assert_same_inputs(alone, HFProcessor()(image, return_tensors="pt"))
+    from_pil = Mask2FormerImageProcessor()(PIL.Image.fromarray(image), return_tensors="pt")
+    from_array = Mask2FormerImageProcessor()(image, return_tensors="pt")
+    assert torch.equal(from_pil["pixel_values"], from_array["pixel_values"])
+    assert torch.equal(from_pil["pixel_mask"], from_array["pixel_mask"])
+    assert_same_inputs(from_pil, HFProcessor()(image, return_tensors="pt"))
 
 
 def test_threads_give_the_same_batch_as_one_thread():

@@ -11,7 +11,7 @@ import contextlib
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import PIL.Image
@@ -61,75 +61,26 @@ def output_size(height: int, width: int, size: SizeDict, size_divisor: int) -> t
     return new
 
 
-Pieces = list[tuple[int, int, list[np.ndarray]]]  # (top, left, three (h, w) channel planes) tiling a resized image
+def resized_planes(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None
+                   ) -> list[np.ndarray]:
+    """The three (height, width) channel planes of an RGB image (Pillow, or (H, W, 3) uint8 or float32 array) resized
+    with Pillow: uint8 stays uint8 and float32 is resized plane by plane; ``resample=None`` or the same size keeps
+    the pixels.
 
-
-def resized_pieces(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None,
-                   pool: ThreadPoolExecutor | None = None, parts: int = 1) -> Pieces:
-    """An RGB image (Pillow, or (H, W, 3) uint8 or float32 array) resized to (height, width) with Pillow, as channel
-    planes: one piece, or with a ``pool`` and ``parts`` > 1 up to ``parts`` pieces per pass that tile the result and
-    are computed concurrently (8-bit images only).
-
-    uint8 stays uint8 and float32 is resized plane by plane; ``resample=None`` or the same size keeps the pixels.
     8-bit images are resized as one RGB image and Pillow splits the result into planes: its de-interleaving is about
     4x faster than a strided copy of (H, W, 3) pixels into channel planes.
     """
     if isinstance(image, np.ndarray) and image.dtype != np.uint8:
         if resample is None or image.shape[:2] == (height, width):
-            return [(0, 0, [image[:, :, channel] for channel in range(3)])]
-        return [(0, 0, [resize_plane(image[:, :, channel], height, width, resample) for channel in range(3)])]
+            return [image[:, :, channel] for channel in range(3)]
+        return [resize_plane(image[:, :, channel], height, width, resample) for channel in range(3)]
     if isinstance(image, np.ndarray):
         if resample is None or image.shape[:2] == (height, width):
-            return [(0, 0, [image[:, :, channel] for channel in range(3)])]
+            return [image[:, :, channel] for channel in range(3)]
         image = PIL.Image.fromarray(image)
-    if resample is None or image.size == (width, height):
-        return [(0, 0, _planes(image))]
-    if pool is None or parts < 2 or resample == PIL.Image.Resampling.NEAREST:
-        return [(0, 0, _planes(image.resize((width, height), resample=resample)))]
-    return resize_in_bands(image, height, width, resample, pool, parts)
-
-
-def _planes(image: PIL.Image.Image) -> list[np.ndarray]:
+    if resample is not None and image.size != (width, height):
+        image = image.resize((width, height), resample=resample)
     return [np.asarray(band) for band in image.split()]
-
-
-def _bands(length: int, parts: int) -> list[tuple[int, int]]:
-    edges = [length * part // parts for part in range(parts + 1)]
-    return [(start, stop) for start, stop in zip(edges, edges[1:]) if stop > start]
-
-
-def resize_in_bands(image: PIL.Image.Image, height: int, width: int, resample: int, pool: ThreadPoolExecutor,
-                    parts: int) -> Pieces:
-    """``image.resize((width, height), resample)`` computed as independent pieces on ``pool``'s threads, with
-    exactly the pixels of the one call (Pillow releases the GIL while it resamples).
-
-    Pillow resamples in two passes with an 8-bit image in between: horizontally when the width changes, then
-    vertically when the height changes, each pass with coefficients that depend only on its axis's input and output
-    lengths. Rows of the first pass are independent of each other and so are columns of the second, so the first pass
-    runs on ``parts`` row bands of the input and the second on ``parts`` column bands of its result. Not for
-    NEAREST, which Pillow does not resample in passes.
-    """
-    in_width, in_height = image.size
-    if in_width != width:
-        rows = _bands(in_height, parts)
-
-        def horizontal(band: tuple[int, int]) -> PIL.Image.Image:
-            top, bottom = band
-            return image.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample=resample)
-
-        pieces = list(pool.map(horizontal, rows))
-        if in_height == height:
-            return [(top, 0, _planes(piece)) for (top, _), piece in zip(rows, pieces)]
-        image = PIL.Image.new("RGB", (width, in_height))
-        for (top, _), piece in zip(rows, pieces):
-            image.paste(piece, (0, top))
-
-    def vertical(band: tuple[int, int]) -> list[np.ndarray]:
-        left, right = band
-        return _planes(image.crop((left, 0, right, in_height)).resize((right - left, height), resample=resample))
-
-    columns = _bands(width, parts)
-    return [(0, left, planes) for (left, _), planes in zip(columns, pool.map(vertical, columns))]
 
 
 def resize_plane(plane: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
@@ -181,9 +132,8 @@ def images_to_batch(
     zero (B, 3, H_pad, W_pad) float32 batch; ``resample=None`` keeps the images as they are (sizes = their sizes).
 
     Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding. With more than
-    one torch thread (``torch.get_num_threads()``) the resizing runs on that many threads: one image per thread when
-    there are as many images, otherwise each image in pieces (:func:`resize_in_bands`); the arithmetic then uses
-    torch's own threads.
+    one torch thread (``torch.get_num_threads()``) and more than one image, the images are resized concurrently
+    (Pillow releases the GIL); the arithmetic then uses torch's own threads.
     """
     height, width = padded_size
     # Uninitialised memory, every element written once: zero-filling first would cost as much again.
@@ -191,25 +141,20 @@ def images_to_batch(
     pixel_mask = empty((len(images), height, width), torch.int64)
     scale, shift = scale.reshape(3, 1, 1), shift.reshape(3, 1, 1)
 
-    threads = torch.get_num_threads() if resample is not None else 1
-    with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool, warnings.catch_warnings():
+    workers = min(len(images), torch.get_num_threads()) if resample is not None else 1
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only arrays (e.g. from PIL) are only read here
 
-        def pieces(index: int, band_pool: ThreadPoolExecutor | None = None) -> Pieces:
-            return resized_pieces(images[index], *sizes[index], resample, band_pool, threads)
+        def planes(index: int) -> list[np.ndarray]:
+            return resized_planes(images[index], *sizes[index], resample)
 
-        if pool is None:
-            resized: Iterable[Pieces] = map(pieces, range(len(images)))
-        elif len(images) >= threads:  # one image per thread
-            resized = pool.map(pieces, range(len(images)))
-        else:  # one image after the other, each cut into pieces resized on all threads
-            resized = (pieces(index, pool) for index in range(len(images)))
-        for index, image_pieces in enumerate(resized):
-            for top, left, planes in image_pieces:
-                target = batch[index, :, top:top + planes[0].shape[0], left:left + planes[0].shape[1]]
-                for channel, plane in enumerate(planes):
-                    target[channel].copy_(torch.from_numpy(plane))  # uint8 or float32 -> float32, plane to plane
-                target.mul_(scale).add_(shift)
+        resized = pool.map(planes, range(len(images))) if pool is not None else map(planes, range(len(images)))
+        for index, channels in enumerate(resized):
+            h, w = sizes[index]
+            target = batch[index, :, :h, :w]
+            for channel, plane in enumerate(channels):
+                target[channel].copy_(torch.from_numpy(plane))  # uint8 or float32 -> float32, plane to plane
+            target.mul_(scale).add_(shift)
     for index, (h, w) in enumerate(sizes):
         batch[index, :, :h, w:] = 0.0
         batch[index, :, h:] = 0.0

@@ -10,11 +10,7 @@ step t the global generator is seeded with seed + t, so all three draw the same 
 differ only by floating-point drift. Printed: loss curves, matched-mask IoU before and after, median and fastest step
 time (forward + loss + backward + AdamW).
 
-Part 2, step time at an official size. Swin-T with the official decoder sizes at ``--memory-size`` (default 384x512),
-ours and transformers from the same initial weights, stepped in turn inside one process for ``--step-rounds`` rounds
-after one warm-up step each; printed: the median step time of each and the median of the per-round ratios.
-
-Part 3, memory. One fresh subprocess per configuration runs a few training steps of a bigger model
+Part 2, memory. One fresh subprocess per configuration runs a few training steps of a bigger model
 (``--memory-model``, default swin-tiny with the official decoder sizes) at ``--memory-size``. ``peak RSS`` is the
 process's high-water resident set size (``resource.getrusage``); ``train +MiB`` is that peak minus the high-water mark
 just before the first step (after imports, loading and one no-grad forward), i.e. what training adds: activations
@@ -22,6 +18,12 @@ kept for backward, gradients, AdamW state and allocator overhead. This is a CPU 
 ``torch.cuda.max_memory_allocated`` would be the exact one.
 
 transformers' Mask2Former declares no gradient-checkpointing support; that row says so instead of a number.
+
+Part 3, step time at an official size. Swin-T with the official decoder sizes at ``--memory-size`` (default 384x512),
+ours and transformers from the same initial weights, stepped in turn inside one process for ``--step-rounds`` rounds
+after one warm-up step each; printed: the median step time of each and the median of the per-round ratios. It runs
+after part 2: Linux hands a child process its parent's peak RSS, so the memory workers must start while this
+process is still small.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def learning(args: argparse.Namespace, weights: Path) -> None:
         print(f"{name:>18}: " + " ".join(f"{v:.1f}" for v in run["losses"][:: args.curve_every]))
 
 
-# ---------------------------------------------------------------------------------------------- part 2: step time
+# ---------------------------------------------------------------------------------------------- part 3: step time
 
 
 def step_time(args: argparse.Namespace, weights: Path) -> None:
@@ -143,14 +145,14 @@ def step_time(args: argparse.Namespace, weights: Path) -> None:
             if round_:
                 seconds[name].append(time.perf_counter() - start)
     ratio = statistics.median(a / b for a, b in zip(seconds["ours"], seconds["transformers"]))
-    print(f"\nPart 2: training step (forward + loss + backward + AdamW), {args.memory_model} at "
+    print(f"\nPart 3: training step (forward + loss + backward + AdamW), {args.memory_model} at "
           f"{args.memory_size[0]}x{args.memory_size[1]}, {args.step_rounds} interleaved rounds")
     ours, theirs = statistics.median(seconds["ours"]), statistics.median(seconds["transformers"])
     print(f"ours {ours:.2f} s, transformers {theirs:.2f} s, ratio {ratio:.2f}; per round: " + ", ".join(
               f"{a:.2f}/{b:.2f}" for a, b in zip(seconds["ours"], seconds["transformers"])))
 
 
-# ------------------------------------------------------------------------------------------------- part 3: memory
+# ------------------------------------------------------------------------------------------------- part 2: memory
 
 
 def _peak_rss_mib() -> float:
@@ -178,7 +180,7 @@ def memory_worker(implementation: str, checkpointing: bool, weights: Path, args:
 
 
 def memory(args: argparse.Namespace, weights: Path) -> None:
-    print(f"\nPart 3: memory, {args.memory_model} at {args.memory_size[0]}x{args.memory_size[1]}, "
+    print(f"\nPart 2: memory, {args.memory_model} at {args.memory_size[0]}x{args.memory_size[1]}, "
           f"{args.memory_steps} steps, one process per row")
     print(f"{'':18} {'peak RSS MiB':>12} {'train +MiB':>10} {'step s':>7}")
     for implementation, checkpointing in CONFIGURATIONS:
@@ -226,10 +228,10 @@ def main() -> None:
             learning(args, Path(tmp) / "small")
         if not {"step", "memory"} <= set(args.skip):
             _save_initial_weights(Path(tmp) / "memory", args.memory_model, args.seed)
-        if "step" not in args.skip:
-            step_time(args, Path(tmp) / "memory")
         if "memory" not in args.skip:
             memory(args, Path(tmp) / "memory")
+        if "step" not in args.skip:
+            step_time(args, Path(tmp) / "memory")
 
 
 if __name__ == "__main__":

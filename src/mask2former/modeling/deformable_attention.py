@@ -213,7 +213,7 @@ class _WeightedRowSums(torch.autograd.Function):
         rows, table, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         if ctx.needs_input_grad[1]:
-            grad_table = transposed_row_sums(rows, weights, grad, table.shape[0])
+            grad_table = transposed_row_sums(rows, weights, grad.contiguous(), table.shape[0])
         if ctx.needs_input_grad[2]:
             with torch.enable_grad():
                 leaf = weights.detach().requires_grad_()

@@ -10,6 +10,7 @@ is being recorded for the tensor.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -21,3 +22,8 @@ def add_into(branch: Tensor, residual: Tensor) -> Tensor:
 def relu_into(x: Tensor) -> Tensor:
     """``relu(x)``, in place when no gradient is recorded (``x`` must be fresh)."""
     return torch.relu(x) if x.requires_grad else torch.relu_(x)
+
+
+def gelu_into(x: Tensor, approximate: str = "none") -> Tensor:
+    """``gelu(x)``, in place when no gradient is recorded (``x`` must be fresh)."""
+    return F.gelu(x, approximate=approximate) if x.requires_grad else torch.ops.aten.gelu_(x, approximate=approximate)

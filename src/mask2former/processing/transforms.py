@@ -70,13 +70,11 @@ def resized_planes(image: np.ndarray | PIL.Image.Image, height: int, width: int,
     8-bit images are resized as one RGB image and Pillow splits the result into planes: its de-interleaving is about
     4x faster than a strided copy of (H, W, 3) pixels into channel planes.
     """
-    if isinstance(image, np.ndarray) and image.dtype != np.uint8:
-        if resample is None or image.shape[:2] == (height, width):
-            return [image[:, :, channel] for channel in range(3)]
-        return [resize_plane(image[:, :, channel], height, width, resample) for channel in range(3)]
     if isinstance(image, np.ndarray):
         if resample is None or image.shape[:2] == (height, width):
             return [image[:, :, channel] for channel in range(3)]
+        if image.dtype != np.uint8:
+            return [resize_plane(image[:, :, channel], height, width, resample) for channel in range(3)]
         image = PIL.Image.fromarray(image)
     if resample is not None and image.size != (width, height):
         image = image.resize((width, height), resample=resample)

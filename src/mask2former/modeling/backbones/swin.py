@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mask2former.modeling.backbones import FeatureInfo
 from mask2former.modeling.checkpointing import call_layer
-from mask2former.modeling.inplace import add_into
+from mask2former.modeling.inplace import add_into, gelu_into
 
 _ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
@@ -196,12 +196,9 @@ class DenseOutput(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = self.dense(x)
-        if isinstance(self.activation, nn.GELU) and not hidden.requires_grad:
-            # In place: the same values, without a second (tokens, 4C) buffer to allocate and fault in.
-            hidden = torch.ops.aten.gelu_(hidden, approximate=self.activation.approximate)
-        else:
-            hidden = self.activation(hidden)
-        return self.dropout(hidden)
+        if isinstance(self.activation, nn.GELU):  # in place in inference: no second (tokens, 4C) buffer
+            return self.dropout(gelu_into(hidden, self.activation.approximate))
+        return self.dropout(self.activation(hidden))
 
 
 class WindowSelfAttention(nn.Module):

@@ -13,14 +13,9 @@ import torch
 
 from . import postprocess
 from .conversion import array_to_hwc, image_size, layout_name, per_image, split_batch, to_label_map, to_rgb
+from .resize import resize_labels
 from .targets import encode_label_map
-from .transforms import (
-    affine_coefficients,
-    as_resample,
-    images_to_batch,
-    output_size,
-    resize_labels,
-)
+from .transforms import affine_coefficients, as_resample, images_to_batch, output_size
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -1,16 +1,13 @@
-"""Pixel-level steps of preprocessing: output sizes, resizing, rescale+normalise fused into a padded batch.
+"""Pixel-level steps of preprocessing: output sizes, and resize + rescale + normalise into a padded batch.
 
-Resizing goes through Pillow on the 8-bit RGB image, which is exactly what transformers' PIL-based processor does for
-8-bit inputs, so ``pixel_values`` agree with it; Pillow also splits the result into channel planes, and the
-arithmetic that follows is a conversion, a multiply and an add per image, written straight into the padded batch.
+Resizing goes through Pillow on the 8-bit RGB image (:mod:`.resize`), which is exactly what transformers' PIL-based
+processor does for 8-bit inputs, so ``pixel_values`` agree with it; the arithmetic that follows is a conversion, a
+multiply and an add per channel plane, written straight into the padded batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -18,6 +15,9 @@ import PIL.Image
 import torch
 
 from .buffers import empty
+from .resize import can_split, resize_in_bands, resized_planes, shared_pool
+
+_THREADS_FROM = 1 << 18  # output pixels in a batch below which thread hand-offs cost more than they save
 
 SizeDict = Mapping[str, int]
 
@@ -61,45 +61,6 @@ def output_size(height: int, width: int, size: SizeDict, size_divisor: int) -> t
     return new
 
 
-def resized_planes(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None
-                   ) -> list[np.ndarray]:
-    """The three (height, width) channel planes of an RGB image (Pillow, or (H, W, 3) uint8 or float32 array) resized
-    with Pillow: uint8 stays uint8 and float32 is resized plane by plane; ``resample=None`` or the same size keeps
-    the pixels.
-
-    8-bit images are resized as one RGB image and Pillow splits the result into planes: its de-interleaving is about
-    4x faster than a strided copy of (H, W, 3) pixels into channel planes.
-    """
-    if isinstance(image, np.ndarray):
-        if resample is None or image.shape[:2] == (height, width):
-            return [image[:, :, channel] for channel in range(3)]
-        if image.dtype != np.uint8:
-            return [resize_plane(image[:, :, channel], height, width, resample) for channel in range(3)]
-        image = PIL.Image.fromarray(image)
-    if resample is not None and image.size != (width, height):
-        image = image.resize((width, height), resample=resample)
-    return [np.asarray(band) for band in image.split()]
-
-
-def resize_plane(plane: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
-    """Resize one (H, W) uint8 or float32 channel with Pillow. For uint8, each plane of :func:`resized_planes` is
-    exactly this: Pillow computes every band of an RGB image with the same integer arithmetic."""
-    if plane.shape == (height, width):
-        return plane
-    return np.asarray(PIL.Image.fromarray(np.ascontiguousarray(plane)).resize((width, height), resample))
-
-
-def resize_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of an (H, W) int64 label map, sampling the same pixels as Pillow's NEAREST."""
-    if label_map.shape == (height, width):
-        return label_map
-    low, high = (int(label_map.min()), int(label_map.max())) if label_map.size else (0, 0)
-    if low < -(2**31) or high >= 2**31:
-        raise ValueError(f"Label ids must fit in int32 to be resized, got {low}..{high}.")
-    resized = PIL.Image.fromarray(label_map.astype(np.int32)).resize((width, height), PIL.Image.Resampling.NEAREST)
-    return np.asarray(resized).astype(np.int64)
-
-
 def affine_coefficients(
     do_rescale: bool,
     rescale_factor: float,
@@ -129,36 +90,57 @@ def images_to_batch(
     """Resize each (H, W, 3) image to its (h, w) in ``sizes`` and write ``x * scale + shift`` into the top-left of a
     zero (B, 3, H_pad, W_pad) float32 batch; ``resample=None`` keeps the images as they are (sizes = their sizes).
 
-    Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding. With more than
-    one torch thread (``torch.get_num_threads()``) and more than one image, the images are resized concurrently
-    (Pillow releases the GIL); the arithmetic then uses torch's own threads.
+    Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding.
+
+    With more than one torch thread (``torch.get_num_threads()``) and enough pixels, the work runs on that many
+    threads: one image per thread when there are as many images, otherwise each image in bands
+    (:func:`~.resize.resize_in_bands`). The arithmetic is NumPy's, on the thread that resized the piece: NumPy and
+    Pillow release the GIL and do not start threads of their own, while torch's thread pool would keep spinning and
+    compete with Pillow for the cores.
     """
     height, width = padded_size
     # Uninitialised memory, every element written once: zero-filling first would cost as much again.
     batch = empty((len(images), 3, height, width), torch.float32)
     pixel_mask = empty((len(images), height, width), torch.int64)
-    scale, shift = scale.reshape(3, 1, 1), shift.reshape(3, 1, 1)
+    values, mask = batch.numpy(), pixel_mask.numpy()
+    scale32, shift32 = scale.numpy().astype(np.float32), shift.numpy().astype(np.float32)
 
-    workers = min(len(images), torch.get_num_threads()) if resample is not None else 1
-    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # read-only arrays (e.g. from PIL) are only read here
+    def write(index: int, top: int, left: int, planes: list[np.ndarray]) -> None:
+        rows, columns = planes[0].shape
+        for channel, plane in enumerate(planes):  # uint8 or float32 -> float32, then one multiply and one add
+            target = values[index, channel, top:top + rows, left:left + columns]
+            np.multiply(plane, scale32[channel], out=target, dtype=np.float32)
+            np.add(target, shift32[channel], out=target)
+        mask[index, top:top + rows, left:left + columns] = 1
 
-        def planes(index: int) -> list[np.ndarray]:
-            return resized_planes(images[index], *sizes[index], resample)
+    def pad(index: int) -> None:
+        h, w = sizes[index]
+        values[index, :, :h, w:] = 0.0
+        values[index, :, h:] = 0.0
+        mask[index, :h, w:] = 0
+        mask[index, h:] = 0
 
-        resized = pool.map(planes, range(len(images))) if pool is not None else map(planes, range(len(images)))
-        for index, channels in enumerate(resized):
-            h, w = sizes[index]
-            target = batch[index, :, :h, :w]
-            for channel, plane in enumerate(channels):
-                target[channel].copy_(torch.from_numpy(plane))  # uint8 or float32 -> float32, plane to plane
-            target.mul_(scale).add_(shift)
-    for index, (h, w) in enumerate(sizes):
-        batch[index, :, :h, w:] = 0.0
-        batch[index, :, h:] = 0.0
-        pixel_mask[index, :h, :w] = 1
-        pixel_mask[index, :h, w:] = 0
-        pixel_mask[index, h:] = 0
+    def whole(index: int) -> None:
+        write(index, 0, 0, resized_planes(images[index], *sizes[index], resample))
+        pad(index)
+
+    pixels = sum(h * w for h, w in sizes)
+    threads = torch.get_num_threads() if pixels >= _THREADS_FROM else 1
+    if threads < 2:
+        for index in range(len(images)):
+            whole(index)
+        return batch, pixel_mask
+    pool = shared_pool(threads)
+    if len(images) >= threads:
+        list(pool.map(whole, range(len(images))))
+        return batch, pixel_mask
+    for index, image in enumerate(images):
+        if can_split(image, *sizes[index], resample):
+            resize_in_bands(image, *sizes[index], resample, pool, threads,
+                            lambda top, left, planes, index=index: write(index, top, left, planes))
+            pad(index)
+        else:
+            whole(index)
     return batch, pixel_mask
 
 

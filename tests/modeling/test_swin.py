@@ -189,3 +189,25 @@ def test_official_sizes_parameter_count(size):
     print(f"Swin-{size}: {ours_count:,} parameters (transformers, without swin.layernorm: {reference_count:,})")
     assert ours_count == reference_count
     assert [i.channels for i in ours.feature_info] == [config[0] * 2**i for i in range(4)]
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_qkv_before_windows_equals_qkv_of_windows(qkv_bias, monkeypatch):
+    """Blocks on heavily padded maps compute q, k, v on the map's tokens and give padding the bias: same features
+    as the product on the padded windows (checked on every map size, both ways)."""
+    import mask2former.modeling.backbones.swin as swin
+
+    torch.manual_seed(0)
+    model = SwinBackbone(**_kwargs(CONFIGS["w7-d2222"]), qkv_bias=qkv_bias).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_()  # non-zero biases: padding must take exactly the bias
+    x = torch.randn(2, 3, 61, 93)
+    features = {}
+    for threshold in (0.0, float("inf")):  # always first / never first
+        monkeypatch.setattr(swin, "_QKV_BEFORE_WINDOWS", threshold)
+        with torch.no_grad():
+            features[threshold] = model(x)
+    for first, last in zip(features[0.0], features[float("inf")], strict=True):
+        torch.testing.assert_close(first, last, rtol=1e-5, atol=1e-5)

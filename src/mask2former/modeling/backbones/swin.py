@@ -127,6 +127,9 @@ class WindowLayout(NamedTuple):
     """(nW, N, N) additive mask of shifted windows, None without shift."""
 
 
+_QKV_BEFORE_WINDOWS = 1.2  # (window tokens) / (map tokens) from which a block computes q, k, v before windowing
+
+
 def _gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
     """tokens (B, T, C), index (I,) into T -> (B, I, C): ``tokens[:, index]`` as one row gather over the whole batch."""
     B, T, C = tokens.shape
@@ -226,22 +229,30 @@ class WindowSelfAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.flatten()]  # (N * N, nh)
         return bias.view(N, N, self.num_heads).permute(2, 0, 1)  # (nh, N, N)
 
-    def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
-        """Attend within each window.
-
-        ``windows`` is (B * nW, N, C), the windows of B images one image after the other; ``shift_mask`` is None or
-        the additive (nW, N, N) mask of shifted windows. Returns (B * nW, N, C), before the output projection.
-
-        Query, key and value come from one matrix product with the three checkpoint matrices stacked (they stay
-        separate parameters). Windows are the batch axis of the attention and heads its head axis, so q, k and v are
-        strided views of that product and the output is already in token-major order: no copies around the kernel.
-        """
-        num_windows, N, C = windows.shape  # num_windows = B * nW
-        nh = self.num_heads
+    def qkv(self, tokens: Tensor) -> Tensor:
+        """(..., C) -> (..., 3C): query, key and value from one matrix product with the three checkpoint matrices
+        stacked (they stay separate parameters)."""
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3C, C)
         bias = None if self.query.bias is None else torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = F.linear(windows, weight, bias).view(num_windows, N, 3, nh, C // nh)  # (B*nW, N, 3, nh, hs)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, nh, N, hs)
+        return F.linear(tokens, weight, bias)
+
+    def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
+        """Attend within each window: (B * nW, N, C) -> (B * nW, N, C), before the output projection.
+
+        ``windows`` holds the windows of B images one image after the other; ``shift_mask`` is None or the additive
+        (nW, N, N) mask of shifted windows.
+        """
+        return self.attend(self.qkv(windows), shift_mask)
+
+    def attend(self, qkv: Tensor, shift_mask: Tensor | None = None) -> Tensor:
+        """:meth:`forward` from the windows' query, key and value: (B * nW, N, 3C) -> (B * nW, N, C).
+
+        Windows are the batch axis of the attention and heads its head axis, so q, k and v are strided views of the
+        product and the output is already in token-major order: no copies around the kernel.
+        """
+        num_windows, N, C3 = qkv.shape  # num_windows = B * nW
+        C, nh = C3 // 3, self.num_heads
+        q, k, v = qkv.view(num_windows, N, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, nh, N, hs)
         mask = self.relative_position_bias()[None]  # (1, nh, N, N), the same for every window
         if shift_mask is not None:
             mask = mask + shift_mask[:, None]  # (nW, nh, N, N)
@@ -312,11 +323,21 @@ class SwinBlock(nn.Module):
         N = self.window_size**2
 
         y = self.layernorm_before(x).view(B, H * W, C)  # (B, H*W, C)
-        if windows.to_windows.numel() != H * W:  # padding reads a zero token placed after the map's tokens
-            y = torch.cat([y, y.new_zeros(B, 1, C)], dim=1)  # (B, H*W + 1, C)
-        y = _gather_tokens(y, windows.to_windows)  # (B, nW*N, C)
-        y = self.attention(y.view(-1, N, C), windows.shift_mask)  # (B*nW, N, C)
-        y = _gather_tokens(y.view(B, -1, C), windows.from_windows).view(B, H, W, C)  # back to the map, cropped
+        attention = self.attention.self
+        window_tokens = windows.to_windows.numel()  # nW * N, H*W of them from the map and the rest padding
+        if window_tokens >= _QKV_BEFORE_WINDOWS * H * W:
+            # Much padding (small maps, late stages): q, k, v of the map's tokens only, and padding takes those of a
+            # zero token (the bias), placed after the map's; gathering 3C channels costs less than the products saved.
+            qkv = attention.qkv(y)  # (B, H*W, 3C)
+            zero = qkv.new_zeros(B, 1, 3 * C) if attention.query.bias is None else attention.qkv(y.new_zeros(B, 1, C))
+            qkv = _gather_tokens(torch.cat([qkv, zero], dim=1), windows.to_windows)  # (B, nW*N, 3C)
+        else:
+            if window_tokens != H * W:  # padding reads a zero token placed after the map's tokens
+                y = torch.cat([y, y.new_zeros(B, 1, C)], dim=1)  # (B, H*W + 1, C)
+            qkv = attention.qkv(_gather_tokens(y, windows.to_windows))  # (B, nW*N, 3C)
+        y = attention.attend(qkv.view(-1, N, 3 * C), windows.shift_mask)  # (B*nW, N, C)
+        y = _gather_tokens(y.view(B, -1, C), windows.from_windows)  # (B, H*W, C): back to the map, cropped
+        y = self.attention.output(y).view(B, H, W, C)  # output projection of the map's tokens only
         x = add_into(self.drop_path(y), x)  # (B, H, W, C)
 
         # Stochastic depth on both residual branches, as in the original Swin that Mask2Former trained with

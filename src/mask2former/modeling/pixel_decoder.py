@@ -19,6 +19,7 @@ from torch import nn
 from .backbones import FeatureInfo
 from .checkpointing import call_layer
 from .deformable_attention import MultiScaleDeformableAttention
+from .chunked import by_slabs
 from .inplace import add_into, relu_into
 from .position_encoding import sine_position_embedding
 
@@ -109,9 +110,13 @@ class DeformableEncoderLayer(nn.Module):
         """(B, S, D) -> (B, S, D), plus the attention's sampling weights (B, S, nh, L, P)."""
         attended, weights = self.self_attn(hidden_states, position_embeddings, reference_points, spatial_shapes)
         hidden_states = self.self_attn_layer_norm(add_into(self.dropout(attended), hidden_states))  # (B, S, D)
-        ffn = self.dropout(self.activation(self.fc1(hidden_states)))  # (B, S, ffn_dim)
-        hidden_states = self.final_layer_norm(add_into(self.dropout(self.fc2(ffn)), hidden_states))  # (B, S, D)
+        ffn = by_slabs(self._feed_forward, hidden_states)  # (B, S, D)
+        hidden_states = self.final_layer_norm(add_into(self.dropout(ffn), hidden_states))  # (B, S, D)
         return hidden_states, weights
+
+    def _feed_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., D) through the (..., ffn_dim) intermediate, token by token."""
+        return self.fc2(self.dropout(self.activation(self.fc1(tokens))))
 
 
 class DeformableEncoder(nn.Module):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from mask2former.modeling.backbones import FeatureInfo
 from mask2former.modeling.checkpointing import call_layer
+from mask2former.modeling.chunked import by_slabs
 from mask2former.modeling.inplace import add_into, gelu_into
 
 _ACTIVATIONS = {
@@ -342,7 +343,11 @@ class SwinBlock(nn.Module):
 
         # Stochastic depth on both residual branches, as in the original Swin that Mask2Former trained with
         # (transformers' Swin applies it to the attention branch only; the two agree in eval mode).
-        return add_into(self.drop_path(self.output(self.intermediate(self.layernorm_after(x)))), x)
+        return add_into(self.drop_path(by_slabs(self._feed_forward, x)), x)
+
+    def _feed_forward(self, tokens: Tensor) -> Tensor:
+        """(..., C) -> (..., C): LayerNorm, then the MLP through (..., mlp_ratio * C), token by token."""
+        return self.output(self.intermediate(self.layernorm_after(tokens)))
 
 
 class PatchMerging(nn.Module):

@@ -245,7 +245,10 @@ class PixelDecoder(nn.Module):
             raise ValueError(f"expected {len(self.in_features)} feature maps, got {len(features)}")
         batch = features[0].shape[0]
         coarse_maps = list(features[-NUM_LEVELS:])[::-1]  # strides 32, 16, 8
-        projected = [proj(x) for proj, x in zip(self.input_projections, coarse_maps)]  # each (B, D, H_l, W_l)
+        # On contiguous NCHW maps, as transformers' backbone hands them over: on the backbone's channels-last views
+        # the 1x1 convolutions and GroupNorms round differently (~4e-6 here), one more source of flipped
+        # masked-attention bits downstream; contiguous, they give transformers' bits at no measurable cost.
+        projected = [proj(x.contiguous()) for proj, x in zip(self.input_projections, coarse_maps)]  # (B, D, H_l, W_l)
         spatial_shapes = [(x.shape[2], x.shape[3]) for x in projected]
         # (B, H_l*W_l, D) per level: a view when the maps are channels-last (the backbone's are)
         hidden_states = torch.cat([x.permute(0, 2, 3, 1).flatten(1, 2) for x in projected], dim=1)  # (B, S, D)

@@ -4,7 +4,6 @@ conversions, sizes, serialisation and errors."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import PIL.Image
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from mask2former.processing import Mask2FormerImageProcessor
-from mask2former.processing.resize import resize_in_bands, shared_pool
+from mask2former.processing.resize import shared_pool
 from mask2former.processing.transforms import output_size
 
 hf_module = pytest.importorskip("transformers.models.mask2former.image_processing_pil_mask2former")
@@ -120,46 +119,6 @@ def test_pil_and_array_inputs_give_the_same_batch_and_match_transformers():
     assert_same_inputs(from_pil, HFProcessor()(image, return_tensors="pt"))
 
 
-@pytest.mark.parametrize("resample", [PIL.Image.Resampling.BILINEAR, PIL.Image.Resampling.BICUBIC,
-                                      PIL.Image.Resampling.LANCZOS, PIL.Image.Resampling.BOX,
-                                      PIL.Image.Resampling.HAMMING])
-def test_resizing_in_bands_gives_exactly_one_resize(resample):
-    """Row bands for Pillow's horizontal pass and column bands for its vertical pass tile exactly one resize, and
-    every piece reaches the sink once."""
-    rng = np.random.default_rng(int(resample))
-    pool = ThreadPoolExecutor(3)
-    for in_size in [(48, 64), (33, 51), (120, 190), (5, 90)]:
-        image = PIL.Image.fromarray(rng.integers(0, 256, (*in_size, 3), dtype=np.uint8))
-        height, width = in_size
-        for out_size in [(80, 107), (height, 110), (90, width), (24, 32), (3, 4), (2 * height + 1, width // 3 + 1)]:
-            expected = np.asarray(image.resize(out_size[::-1], resample))
-            for parts in (2, 3, 5):
-                tiled = np.full((*out_size, 3), -1, dtype=np.int32)
-
-                def sink(top, left, planes):
-                    rows, columns = planes[0].shape
-                    assert (tiled[top:top + rows, left:left + columns] == -1).all(), "pieces do not overlap"
-                    tiled[top:top + rows, left:left + columns] = np.stack(planes, axis=2)
-
-                resize_in_bands(image, *out_size, resample, pool, parts, sink)
-                assert np.array_equal(tiled, expected), (in_size, out_size, parts)
-    pool.shutdown()
-
-
-def test_one_image_on_several_threads_gives_the_same_batch_and_matches_transformers():
-    """A single large image is resized in bands on all threads (and normalised on them): the batch of one thread."""
-    image = photos()["voc"]
-    kinds = [image, PIL.Image.fromarray(image), PIL.Image.fromarray(image).convert("L")]
-    alone = [Mask2FormerImageProcessor()(kind, return_tensors="pt") for kind in kinds]
-    torch.set_num_threads(3)  # restored by the one_thread fixture
-    for kind, expected in zip(kinds, alone):
-        together = Mask2FormerImageProcessor()(kind, return_tensors="pt")
-        assert torch.equal(expected["pixel_values"], together["pixel_values"])
-        assert torch.equal(expected["pixel_mask"], together["pixel_mask"])
-    assert torch.equal(alone[0]["pixel_values"], alone[1]["pixel_values"])
-    assert_same_inputs(alone[0], HFProcessor()(image, return_tensors="pt"))
-
-
 def test_the_shared_pool_is_remade_in_a_forked_child():
     """A child forked after the pool was made (a DataLoader worker) must not wait on its parent's threads."""
     import multiprocessing
@@ -179,23 +138,23 @@ def test_the_shared_pool_is_remade_in_a_forked_child():
 
 def _resized_on_the_shared_pool(image: PIL.Image.Image) -> np.ndarray:
     """Pillow and NumPy only: torch's own OpenMP threads are not usable in a forked child."""
-    pixels = np.zeros((70, 90, 3), dtype=np.uint8)
-
-    def sink(top, left, planes):
-        pixels[top:top + planes[0].shape[0], left:left + planes[0].shape[1]] = np.stack(planes, axis=2)
-
-    resize_in_bands(image, 70, 90, PIL.Image.Resampling.BILINEAR, shared_pool(2), 2, sink)
-    return pixels
+    return shared_pool(2).submit(lambda: np.asarray(image.resize((90, 70), PIL.Image.Resampling.BILINEAR))).result()
 
 
-def test_threads_give_the_same_batch_as_one_thread():
+def test_threads_give_the_same_batch_as_one_thread(monkeypatch):
     """Several threads prepare the images of a batch concurrently (resize and normalise); the result is the same."""
+    from mask2former.processing import transforms
+
+    pools = []
+    monkeypatch.setattr(transforms, "shared_pool", lambda threads: pools.append(threads) or shared_pool(threads))
     rng = np.random.default_rng(3)
-    images = [rng.integers(0, 256, (37 + 5 * i, 53 - 3 * i, 3), dtype=np.uint8) for i in range(4)]
-    processor = Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 100})
+    images = [rng.integers(0, 256, (37 + 5 * i, 53 - 3 * i, 3), dtype=np.uint8) for i in range(3)]
+    images.append(PIL.Image.fromarray(images[0]).convert("L"))
+    processor = Mask2FormerImageProcessor(size={"shortest_edge": 320, "longest_edge": 500})  # enough pixels for threads
     alone = processor(images, return_tensors="pt")
     torch.set_num_threads(3)  # restored by the one_thread fixture
     together = processor(images, return_tensors="pt")
+    assert pools == [3]
     assert torch.equal(alone["pixel_values"], together["pixel_values"])
     assert torch.equal(alone["pixel_mask"], together["pixel_mask"])
 

@@ -1,23 +1,24 @@
-"""Resizing with Pillow, the way transformers' PIL-based processor does, optionally split across threads.
+"""Resizing with Pillow, the way transformers' PIL-based processor does, and the thread pool that runs it.
 
 8-bit RGB images are resized as one Pillow image, which is what the reference does, so the pixels are identical;
-float images are resized plane by plane in Pillow's "F" mode. Results come as *pieces*: ``(top, left, planes)``
-with three (rows, columns) channel planes that tile the resized image. One piece, or with a thread pool several,
-computed concurrently (Pillow releases the GIL while it resamples) and handed to ``sink`` on the thread that made
-them, so the caller's per-piece work (normalising into a batch) runs in parallel too.
+float images are resized plane by plane in Pillow's "F" mode. Pillow releases the GIL while it resamples, so the
+images of a batch are resized concurrently on :func:`shared_pool`.
+
+Cutting one image into bands (rows for Pillow's horizontal pass, columns for its vertical pass: exact) was measured
+and not kept: on the 2-vCPU machine of benchmarks/README.md a single 800x1067 image came out anywhere from 15%
+faster to 30% slower than one thread, depending on what else the process had allocated (fresh pages cost more than
+the resampling saved).
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 import PIL.Image
 
 Planes = list[np.ndarray]  # three (rows, columns) channel planes, uint8 or float32
-Sink = Callable[[int, int, Planes], None]  # (top, left, planes) of one piece of a resized image
 
 
 def resized_planes(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None) -> Planes:
@@ -62,52 +63,6 @@ def resize_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(resized).astype(np.int64)
 
 
-def can_split(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None) -> bool:
-    """Whether :func:`resize_in_bands` applies: an 8-bit RGB image that Pillow resamples in passes (any filter but
-    NEAREST) to a new size."""
-    if resample is None or resample == PIL.Image.Resampling.NEAREST:
-        return False
-    if isinstance(image, np.ndarray):
-        return image.dtype == np.uint8 and image.shape[:2] != (height, width)
-    return image.mode == "RGB" and image.size != (width, height)
-
-
-def resize_in_bands(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int,
-                    pool: ThreadPoolExecutor, parts: int, sink: Sink) -> None:
-    """``image.resize((width, height), resample)`` as up to ``parts`` pieces per pass computed on ``pool``'s
-    threads, with exactly the pixels of the one call; each final piece goes to ``sink`` on its worker thread.
-
-    Pillow resamples in two passes with an 8-bit image in between: horizontally when the width changes, then
-    vertically when the height changes, each pass with coefficients that depend only on its axis's input and output
-    lengths. Rows are independent in the first pass and columns in the second, so the first pass runs on row bands of
-    the input and the second on column bands of its result. Only for :func:`can_split` images.
-    """
-    if isinstance(image, np.ndarray):
-        image = PIL.Image.fromarray(image)
-    in_width, in_height = image.size
-    if in_width != width:
-        def horizontal(band: tuple[int, int]) -> PIL.Image.Image:
-            top, bottom = band
-            piece = image.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample=resample)
-            if in_height == height:
-                sink(top, 0, _planes(piece))
-            return piece
-
-        bands = _bands(in_height, parts)
-        pieces = list(pool.map(horizontal, bands))
-        if in_height == height:
-            return
-        image = PIL.Image.new("RGB", (width, in_height), None)  # None: not initialised, every pixel is pasted
-        for (top, _), piece in zip(bands, pieces):
-            image.paste(piece, (0, top))
-
-    def vertical(band: tuple[int, int]) -> None:
-        left, right = band
-        sink(0, left, _planes(image.crop((left, 0, right, in_height)).resize((right - left, height), resample)))
-
-    list(pool.map(vertical, _bands(width, parts)))
-
-
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, pool)
 
 
@@ -120,9 +75,3 @@ def shared_pool(threads: int) -> ThreadPoolExecutor:
             _pool[2].shutdown(wait=False)
         _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="mask2former-resize"))
     return _pool[2]
-
-
-def _bands(length: int, parts: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges cutting ``length`` into ``parts`` near-equal non-empty bands."""
-    edges = [length * part // parts for part in range(parts + 1)]
-    return [(start, stop) for start, stop in zip(edges, edges[1:]) if stop > start]

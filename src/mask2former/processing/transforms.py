@@ -15,7 +15,7 @@ import PIL.Image
 import torch
 
 from .buffers import empty
-from .resize import can_split, resize_in_bands, resized_planes, shared_pool
+from .resize import resized_planes, shared_pool
 
 _THREADS_FROM = 1 << 18  # output pixels in a batch below which thread hand-offs cost more than they save
 
@@ -92,11 +92,9 @@ def images_to_batch(
 
     Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding.
 
-    With more than one torch thread (``torch.get_num_threads()``) and enough pixels, the work runs on that many
-    threads: one image per thread when there are as many images, otherwise each image in bands
-    (:func:`~.resize.resize_in_bands`). The arithmetic is NumPy's, on the thread that resized the piece: NumPy and
-    Pillow release the GIL and do not start threads of their own, while torch's thread pool would keep spinning and
-    compete with Pillow for the cores.
+    With more than one torch thread (``torch.get_num_threads()``), several images and enough pixels, the images are
+    prepared concurrently, one per thread. The arithmetic is NumPy's, on the thread that resized the image: NumPy and
+    Pillow release the GIL and start no threads of their own, so the threads do not compete with a second pool.
     """
     height, width = padded_size
     # Uninitialised memory, every element written once: zero-filling first would cost as much again.
@@ -105,42 +103,25 @@ def images_to_batch(
     values, mask = batch.numpy(), pixel_mask.numpy()
     scale32, shift32 = scale.numpy().astype(np.float32), shift.numpy().astype(np.float32)
 
-    def write(index: int, top: int, left: int, planes: list[np.ndarray]) -> None:
-        rows, columns = planes[0].shape
-        for channel, plane in enumerate(planes):  # uint8 or float32 -> float32, then one multiply and one add
-            target = values[index, channel, top:top + rows, left:left + columns]
+    def whole(index: int) -> None:
+        h, w = sizes[index]
+        for channel, plane in enumerate(resized_planes(images[index], h, w, resample)):
+            target = values[index, channel, :h, :w]  # uint8 or float32 -> float32, then one multiply and one add
             np.multiply(plane, scale32[channel], out=target, dtype=np.float32)
             np.add(target, shift32[channel], out=target)
-        mask[index, top:top + rows, left:left + columns] = 1
-
-    def pad(index: int) -> None:
-        h, w = sizes[index]
         values[index, :, :h, w:] = 0.0
         values[index, :, h:] = 0.0
+        mask[index, :h, :w] = 1
         mask[index, :h, w:] = 0
         mask[index, h:] = 0
 
-    def whole(index: int) -> None:
-        write(index, 0, 0, resized_planes(images[index], *sizes[index], resample))
-        pad(index)
-
     pixels = sum(h * w for h, w in sizes)
-    threads = torch.get_num_threads() if pixels >= _THREADS_FROM else 1
-    if threads < 2:
+    threads = torch.get_num_threads()
+    if threads < 2 or len(images) < 2 or pixels < _THREADS_FROM:
         for index in range(len(images)):
             whole(index)
-        return batch, pixel_mask
-    pool = shared_pool(threads)
-    if len(images) >= threads:
-        list(pool.map(whole, range(len(images))))
-        return batch, pixel_mask
-    for index, image in enumerate(images):
-        if can_split(image, *sizes[index], resample):
-            resize_in_bands(image, *sizes[index], resample, pool, threads,
-                            lambda top, left, planes, index=index: write(index, top, left, planes))
-            pad(index)
-        else:
-            whole(index)
+    else:
+        list(shared_pool(threads).map(whole, range(len(images))))
     return batch, pixel_mask
 
 

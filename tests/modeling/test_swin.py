@@ -211,3 +211,20 @@ def test_qkv_before_windows_equals_qkv_of_windows(qkv_bias, monkeypatch):
             features[threshold] = model(x)
     for first, last in zip(features[0.0], features[float("inf")], strict=True):
         torch.testing.assert_close(first, last, rtol=1e-5, atol=1e-5)
+
+
+def test_window_slabs_give_the_bits_of_all_windows_at_once(monkeypatch):
+    """In CPU inference the attention runs a few windows at a time (shifted windows, padding and a batch of 2
+    included): the same features, bit for bit."""
+    import mask2former.modeling.backbones.swin as swin
+
+    torch.manual_seed(0)
+    model = SwinBackbone(**_kwargs(CONFIGS["w7-d2222"])).eval()
+    x = torch.randn(2, 3, 157, 221)  # stage 1: 40x56 tokens per image, enough for slabs (> 1024 in the batch)
+    features = {}
+    for tokens in (10**9, 3 * 2 * 49):  # all windows in one call / three windows of each image per slab
+        monkeypatch.setattr(swin, "_WINDOW_SLAB_TOKENS", tokens)
+        with torch.no_grad():
+            features[tokens] = model(x)
+    for whole, sliced in zip(features[10**9], features[3 * 2 * 49], strict=True):
+        assert torch.equal(whole, sliced)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mask2former.modeling.backbones import FeatureInfo
 from mask2former.modeling.checkpointing import call_layer
-from mask2former.modeling.chunked import by_slabs
+from mask2former.modeling.chunked import by_slabs, slabs_pay
 from mask2former.modeling.inplace import add_into, gelu_into
 
 _ACTIVATIONS = {
@@ -129,6 +129,7 @@ class WindowLayout(NamedTuple):
 
 
 _QKV_BEFORE_WINDOWS = 1.2  # (window tokens) / (map tokens) from which a block computes q, k, v before windowing
+_WINDOW_SLAB_TOKENS = 4096  # window tokens per slab of the attention in CPU inference (see modeling/chunked.py)
 
 
 def _gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
@@ -331,12 +332,28 @@ class SwinBlock(nn.Module):
             # zero token (the bias), placed after the map's; gathering 3C channels costs less than the products saved.
             qkv = attention.qkv(y)  # (B, H*W, 3C)
             zero = qkv.new_zeros(B, 1, 3 * C) if attention.query.bias is None else attention.qkv(y.new_zeros(B, 1, C))
-            qkv = _gather_tokens(torch.cat([qkv, zero], dim=1), windows.to_windows)  # (B, nW*N, 3C)
+            source, project = torch.cat([qkv, zero], dim=1), False  # (B, H*W + 1, 3C)
         else:
             if window_tokens != H * W:  # padding reads a zero token placed after the map's tokens
                 y = torch.cat([y, y.new_zeros(B, 1, C)], dim=1)  # (B, H*W + 1, C)
-            qkv = attention.qkv(_gather_tokens(y, windows.to_windows))  # (B, nW*N, 3C)
-        y = attention.attend(qkv.view(-1, N, 3 * C), windows.shift_mask)  # (B*nW, N, C)
+            source, project = y, True
+
+        def attend(first: int, last: int) -> Tensor:
+            """Windows [first, last) of every image: (B * (last - first), N, C)."""
+            qkv = _gather_tokens(source, windows.to_windows[first * N:last * N])  # (B, (last-first)*N, C or 3C)
+            qkv = attention.qkv(qkv) if project else qkv  # (B, (last-first)*N, 3C)
+            mask = None if windows.shift_mask is None else windows.shift_mask[first:last]
+            return attention.attend(qkv.view(-1, N, 3 * C), mask)
+
+        num_windows = window_tokens // N
+        per_slab = max(1, _WINDOW_SLAB_TOKENS // (B * N))
+        if num_windows <= per_slab or not slabs_pay(y):
+            y = attend(0, num_windows)  # (B*nW, N, C)
+        else:  # CPU inference: windows a slab at a time, so q, k, v and the attention's mask stay small
+            y = y.new_empty(B, num_windows, N, C)
+            for first in range(0, num_windows, per_slab):
+                last = min(first + per_slab, num_windows)
+                y[:, first:last] = attend(first, last).view(B, last - first, N, C)
         y = _gather_tokens(y.view(B, -1, C), windows.from_windows)  # (B, H*W, C): back to the map, cropped
         y = self.attention.output(y).view(B, H, W, C)  # output projection of the map's tokens only
         x = add_into(self.drop_path(y), x)  # (B, H, W, C)

@@ -32,6 +32,13 @@ def slabs_pay(x: Tensor, rows: int = ROWS) -> bool:
     )
 
 
+def slab_edges(total: int, most: int) -> list[int]:
+    """Edges ``[0, ..., total]`` cutting ``total`` items into near-equal slabs of at most ``most`` items (so, when
+    there is more than one, of at least ``most / 2``)."""
+    count = max(1, -(-total // most))
+    return [total * index // count for index in range(count + 1)]
+
+
 def by_slabs(block: Callable[[Tensor], Tensor], x: Tensor, rows: int = ROWS) -> Tensor:
     """``block(x)`` for a ``block`` that maps each token on its own, (..., C_in) -> (..., C_out), computed in slabs of
     at most ``rows`` tokens when :func:`slabs_pay`, otherwise in one call.
@@ -42,8 +49,7 @@ def by_slabs(block: Callable[[Tensor], Tensor], x: Tensor, rows: int = ROWS) -> 
     if not slabs_pay(x, rows):
         return block(x)
     tokens = x.reshape(-1, x.shape[-1])  # (T, C_in)
-    count = -(-tokens.shape[0] // rows)
-    edges = [tokens.shape[0] * index // count for index in range(count + 1)]
+    edges = slab_edges(tokens.shape[0], rows)
     first = block(tokens[:edges[1]])  # (edges[1], C_out)
     out = first.new_empty(tokens.shape[0], first.shape[-1])  # (T, C_out)
     out[:edges[1]] = first

@@ -18,8 +18,8 @@ from torch import nn
 
 from .backbones import FeatureInfo
 from .checkpointing import call_layer
-from .deformable_attention import MultiScaleDeformableAttention
 from .chunked import by_slabs
+from .deformable_attention import MultiScaleDeformableAttention
 from .inplace import add_into, relu_into
 from .position_encoding import sine_position_embedding
 
@@ -250,7 +250,6 @@ class PixelDecoder(nn.Module):
         # masked-attention bits downstream; contiguous, they give transformers' bits at no measurable cost.
         projected = [proj(x.contiguous()) for proj, x in zip(self.input_projections, coarse_maps)]  # (B, D, H_l, W_l)
         spatial_shapes = [(x.shape[2], x.shape[3]) for x in projected]
-        # (B, H_l*W_l, D) per level: a view when the maps are channels-last (the backbone's are)
         hidden_states = torch.cat([x.permute(0, 2, 3, 1).flatten(1, 2) for x in projected], dim=1)  # (B, S, D)
         device, dtype = hidden_states.device, hidden_states.dtype
 

@@ -103,7 +103,7 @@ def images_to_batch(
     values, mask = batch.numpy(), pixel_mask.numpy()
     scale32, shift32 = scale.numpy().astype(np.float32), shift.numpy().astype(np.float32)
 
-    def whole(index: int) -> None:
+    def prepare(index: int) -> None:
         h, w = sizes[index]
         for channel, plane in enumerate(resized_planes(images[index], h, w, resample)):
             target = values[index, channel, :h, :w]  # uint8 or float32 -> float32, then one multiply and one add
@@ -119,17 +119,10 @@ def images_to_batch(
     threads = torch.get_num_threads()
     if threads < 2 or len(images) < 2 or pixels < _THREADS_FROM:
         for index in range(len(images)):
-            whole(index)
+            prepare(index)
     else:
-        list(shared_pool(threads).map(whole, range(len(images))))
+        list(shared_pool(threads).map(prepare, range(len(images))))
     return batch, pixel_mask
-
-
-def normalise_into_batch(
-    images: Sequence[np.ndarray], padded_size: tuple[int, int], scale: torch.Tensor, shift: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`images_to_batch` without resizing."""
-    return images_to_batch(images, [image.shape[:2] for image in images], None, padded_size, scale, shift)
 
 
 def as_resample(resample: int | PIL.Image.Resampling | None) -> PIL.Image.Resampling:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mask2former.modeling.backbones import FeatureInfo
 from mask2former.modeling.checkpointing import call_layer
-from mask2former.modeling.chunked import by_slabs, slabs_pay
+from mask2former.modeling.chunked import by_slabs, slab_edges, slabs_pay
 from mask2former.modeling.inplace import add_into, gelu_into
 
 _ACTIVATIONS = {
@@ -346,13 +346,12 @@ class SwinBlock(nn.Module):
             return attention.attend(qkv.view(-1, N, 3 * C), mask)
 
         num_windows = window_tokens // N
-        per_slab = max(1, _WINDOW_SLAB_TOKENS // (B * N))
-        if num_windows <= per_slab or not slabs_pay(y):
+        edges = slab_edges(num_windows, max(1, _WINDOW_SLAB_TOKENS // (B * N)))
+        if len(edges) == 2 or not slabs_pay(y):
             y = attend(0, num_windows)  # (B*nW, N, C)
         else:  # CPU inference: windows a slab at a time, so q, k, v and the attention's mask stay small
             y = y.new_empty(B, num_windows, N, C)
-            for first in range(0, num_windows, per_slab):
-                last = min(first + per_slab, num_windows)
+            for first, last in zip(edges, edges[1:]):
                 y[:, first:last] = attend(first, last).view(B, last - first, N, C)
         y = _gather_tokens(y.view(B, -1, C), windows.from_windows)  # (B, H*W, C): back to the map, cropped
         y = self.attention.output(y).view(B, H, W, C)  # output projection of the map's tokens only

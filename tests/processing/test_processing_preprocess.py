@@ -4,6 +4,7 @@ conversions, sizes, serialisation and errors."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import PIL.Image
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from mask2former.processing import Mask2FormerImageProcessor
-from mask2former.processing.resize import shared_pool
+from mask2former.processing.resize import resize_in_bands, run_shared, shared_pool
 from mask2former.processing.transforms import output_size
 
 hf_module = pytest.importorskip("transformers.models.mask2former.image_processing_pil_mask2former")
@@ -145,8 +146,9 @@ def test_threads_give_the_same_batch_as_one_thread(monkeypatch):
     """Several threads prepare the images of a batch concurrently (resize and normalise); the result is the same."""
     from mask2former.processing import transforms
 
-    pools = []
-    monkeypatch.setattr(transforms, "shared_pool", lambda threads: pools.append(threads) or shared_pool(threads))
+    runs = []
+    monkeypatch.setattr(transforms, "run_shared",
+                        lambda tasks, work, threads: runs.append((len(tasks), threads)) or run_shared(tasks, work, threads))
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (37 + 5 * i, 53 - 3 * i, 3), dtype=np.uint8) for i in range(3)]
     images.append(PIL.Image.fromarray(images[0]).convert("L"))
@@ -154,9 +156,77 @@ def test_threads_give_the_same_batch_as_one_thread(monkeypatch):
     alone = processor(images, return_tensors="pt")
     torch.set_num_threads(3)  # restored by the one_thread fixture
     together = processor(images, return_tensors="pt")
-    assert pools == [3]
+    assert runs == [(4, 1), (4, 3)], "one thread, then the four images shared by three"
     assert torch.equal(alone["pixel_values"], together["pixel_values"])
     assert torch.equal(alone["pixel_mask"], together["pixel_mask"])
+
+
+@pytest.mark.parametrize("resample", [PIL.Image.Resampling.BILINEAR, PIL.Image.Resampling.BICUBIC,
+                                      PIL.Image.Resampling.LANCZOS, PIL.Image.Resampling.BOX,
+                                      PIL.Image.Resampling.HAMMING])
+def test_resizing_in_bands_gives_exactly_one_resize(resample):
+    """Row bands for Pillow's horizontal pass and column bands for its vertical pass tile exactly one resize, and
+    every piece reaches the sink once, from whichever thread made it."""
+    rng = np.random.default_rng(int(resample))
+    for in_size in [(48, 64), (33, 51), (120, 190), (5, 90)]:
+        image = PIL.Image.fromarray(rng.integers(0, 256, (*in_size, 3), dtype=np.uint8))
+        height, width = in_size
+        for out_size in [(80, 107), (height, 110), (90, width), (24, 32), (3, 4), (2 * height + 1, width // 3 + 1)]:
+            expected = np.asarray(image.resize(out_size[::-1], resample))
+            for parts, threads in ((2, 1), (3, 2), (5, 3)):
+                tiled = np.full((*out_size, 3), -1, dtype=np.int32)
+                lock = threading.Lock()
+
+                def sink(top, left, planes):
+                    rows, columns = planes[0].shape
+                    with lock:
+                        assert (tiled[top:top + rows, left:left + columns] == -1).all(), "pieces do not overlap"
+                        tiled[top:top + rows, left:left + columns] = np.stack(planes, axis=2)
+
+                resize_in_bands(image, *out_size, resample, parts,
+                                lambda tasks, work: run_shared(tasks, work, threads), sink)
+                assert np.array_equal(tiled, expected), (in_size, out_size, parts)
+
+
+def test_one_image_on_several_threads_gives_the_same_batch_and_matches_transformers(monkeypatch):
+    """With more threads than images, an 8-bit RGB image is resized and normalised in bands shared by the threads;
+    other kinds take the one-piece path. Every kind gives the batch of one thread."""
+    from mask2former.processing import transforms
+
+    banded = []
+    monkeypatch.setattr(transforms, "resize_in_bands", lambda *args: banded.append(args[4]) or resize_in_bands(*args))
+    image = photos()["voc"]
+    kinds = [image, PIL.Image.fromarray(image), PIL.Image.fromarray(image).convert("L"), image.astype(np.float32)]
+    alone = [Mask2FormerImageProcessor()(kind, return_tensors="pt") for kind in kinds]
+    assert banded == []
+    torch.set_num_threads(3)  # restored by the one_thread fixture
+    for kind, expected in zip(kinds, alone):
+        together = Mask2FormerImageProcessor()(kind, return_tensors="pt")
+        assert torch.equal(expected["pixel_values"], together["pixel_values"])
+        assert torch.equal(expected["pixel_mask"], together["pixel_mask"])
+    assert banded == [6, 6, 6], "8-bit kinds (greyscale made RGB first) in 2 bands per thread, float32 not"
+    assert torch.equal(alone[0]["pixel_values"], alone[1]["pixel_values"])
+    assert_same_inputs(alone[0], HFProcessor()(image, return_tensors="pt"))
+
+
+def test_shared_work_runs_every_task_once_and_raises_the_first_error():
+    seen, lock = [], threading.Lock()
+
+    def work(task):
+        with lock:
+            seen.append((task, threading.current_thread().name))
+
+    run_shared(list(range(40)), work, threads=3)
+    assert sorted(task for task, _ in seen) == list(range(40))
+    assert any(name == threading.current_thread().name for _, name in seen), "the calling thread takes tasks too"
+
+    def fail_on_seven(task):
+        if task == 7:
+            raise ValueError("task 7")
+
+    with pytest.raises(ValueError, match="task 7"):
+        run_shared(list(range(20)), fail_on_seven, threads=2)
+    run_shared([], work, threads=2)  # nothing to do is fine
 
 
 def test_output_formats():

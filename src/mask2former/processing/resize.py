@@ -1,24 +1,29 @@
-"""Resizing with Pillow, the way transformers' PIL-based processor does, and the thread pool that runs it.
+"""Resizing with Pillow, the way transformers' PIL-based processor does, and the threads that share the work.
 
 8-bit RGB images are resized as one Pillow image, which is what the reference does, so the pixels are identical;
-float images are resized plane by plane in Pillow's "F" mode. Pillow releases the GIL while it resamples, so the
-images of a batch are resized concurrently on :func:`shared_pool`.
+float images are resized plane by plane in Pillow's "F" mode. Pillow releases the GIL while it resamples, so pieces
+of work run concurrently: the images of a batch, or the bands of one image (:func:`resize_in_bands`).
 
-Cutting one image into bands (rows for Pillow's horizontal pass, columns for its vertical pass: exact) was measured
-and not kept: on the 2-vCPU machine of benchmarks/README.md a single 800x1067 image came out anywhere from 15%
-faster to 30% slower than one thread, depending on what else the process had allocated (fresh pages cost more than
-the resampling saved).
+Work is shared by :func:`run_shared`: the calling thread works too, and every thread takes the next piece from a
+shared counter. On the 2-vCPU VM of benchmarks/README.md a pool thread woken after an idle spell can start
+milliseconds late (the host has to schedule the idle vCPU again); a caller that waited for the pool, as an earlier
+version did, then lost more than the second core saved (one photo from 15% faster to 30% slower than one thread).
+With the caller taking pieces itself, a late helper only means the caller does more of them.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import PIL.Image
 
 Planes = list[np.ndarray]  # three (rows, columns) channel planes, uint8 or float32
+Sink = Callable[[int, int, Planes], None]  # (top, left, planes) of one piece of a resized image
+Task = TypeVar("Task")
 
 
 def resized_planes(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None) -> Planes:
@@ -61,6 +66,87 @@ def resize_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
         raise ValueError(f"Label ids must fit in int32 to be resized, got {low}..{high}.")
     resized = PIL.Image.fromarray(label_map.astype(np.int32)).resize((width, height), PIL.Image.Resampling.NEAREST)
     return np.asarray(resized).astype(np.int64)
+
+
+def can_split(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None) -> bool:
+    """Whether :func:`resize_in_bands` applies: an 8-bit RGB image that Pillow resamples in passes (any filter but
+    NEAREST) to a new size."""
+    if resample is None or resample == PIL.Image.Resampling.NEAREST:
+        return False
+    if isinstance(image, np.ndarray):
+        return image.dtype == np.uint8 and image.shape[:2] != (height, width)
+    return image.mode == "RGB" and image.size != (width, height)
+
+
+def resize_in_bands(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int, parts: int,
+                    run: Callable[[Sequence[Task], Callable[[Task], None]], None], sink: Sink) -> None:
+    """``image.resize((width, height), resample)`` as ``parts`` pieces per pass, exactly the pixels of one call; the
+    pieces of each pass are computed by ``run(tasks, work)`` (:func:`run_shared`), and each final piece goes to
+    ``sink`` on the thread that made it. Only for :func:`can_split` images.
+
+    Pillow resamples in two passes with an 8-bit image in between: horizontally when the width changes, then
+    vertically when the height changes, each pass with coefficients that depend only on its axis's input and output
+    lengths. Rows are independent in the first pass and columns in the second, so the first pass runs on row bands of
+    the input and the second on column bands of its result.
+    """
+    if isinstance(image, np.ndarray):
+        image = PIL.Image.fromarray(image)
+    in_width, in_height = image.size
+    if in_width != width:
+        if in_height == height:
+            def horizontal_only(band: tuple[int, int]) -> None:
+                top, bottom = band
+                piece = image.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample=resample)
+                sink(top, 0, _planes(piece))
+
+            run(_bands(in_height, parts), horizontal_only)
+            return
+        source, image = image, PIL.Image.new("RGB", (width, in_height), None)  # None: every pixel is pasted
+
+        def horizontal(band: tuple[int, int]) -> None:  # rows of the intermediate image, disjoint per band
+            top, bottom = band
+            image.paste(source.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample), (0, top))
+
+        run(_bands(in_height, parts), horizontal)
+
+    def vertical(band: tuple[int, int]) -> None:
+        left, right = band
+        sink(0, left, _planes(image.crop((left, 0, right, in_height)).resize((right - left, height), resample)))
+
+    run(_bands(width, parts), vertical)
+
+
+def _bands(length: int, parts: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges cutting ``length`` into at most ``parts`` near-equal non-empty bands."""
+    edges = [length * part // parts for part in range(parts + 1)]
+    return [(start, stop) for start, stop in zip(edges, edges[1:]) if stop > start]
+
+
+def run_shared(tasks: Sequence[Task], work: Callable[[Task], None], threads: int) -> None:
+    """``work(task)`` for every task, on the calling thread and up to ``threads - 1`` threads of :func:`shared_pool`,
+    each taking the next task from one counter (tasks run in any order, each once). The first error is raised
+    after every thread has stopped taking tasks."""
+    helpers = min(threads, len(tasks)) - 1
+    if helpers < 1:
+        for task in tasks:
+            work(task)
+        return
+    counter = itertools.count()  # next() on it is atomic under the GIL
+    failed: list[BaseException] = []
+
+    def take() -> None:
+        while not failed and (index := next(counter)) < len(tasks):
+            try:
+                work(tasks[index])
+            except BaseException as error:  # noqa: BLE001 - handed to the caller below
+                failed.append(error)
+
+    pool = shared_pool(threads - 1)
+    futures = [pool.submit(take) for _ in range(helpers)]
+    take()
+    wait(futures)
+    if failed:
+        raise failed[0]
 
 
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, pool)

@@ -15,9 +15,10 @@ import PIL.Image
 import torch
 
 from .buffers import empty
-from .resize import resized_planes, shared_pool
+from .resize import can_split, resize_in_bands, resized_planes, run_shared
 
 _THREADS_FROM = 1 << 18  # output pixels in a batch below which thread hand-offs cost more than they save
+_BANDS_PER_THREAD = 2  # one image is cut into this many bands per thread and pass: a late thread takes fewer
 
 SizeDict = Mapping[str, int]
 
@@ -92,9 +93,10 @@ def images_to_batch(
 
     Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding.
 
-    With more than one torch thread (``torch.get_num_threads()``), several images and enough pixels, the images are
-    prepared concurrently, one per thread. The arithmetic is NumPy's, on the thread that resized the image: NumPy and
-    Pillow release the GIL and start no threads of their own, so the threads do not compete with a second pool.
+    With more than one torch thread (``torch.get_num_threads()``) and enough pixels, the work is shared by that many
+    threads (:func:`~.resize.run_shared`): the images of the batch, or, with fewer images than threads, bands of each
+    image (:func:`~.resize.resize_in_bands`). The arithmetic is NumPy's, on the thread that resized the piece: NumPy
+    and Pillow release the GIL and start no threads of their own, so the threads do not compete with a second pool.
     """
     height, width = padded_size
     # Uninitialised memory, every element written once: zero-filling first would cost as much again.
@@ -103,25 +105,42 @@ def images_to_batch(
     values, mask = batch.numpy(), pixel_mask.numpy()
     scale32, shift32 = scale.numpy().astype(np.float32), shift.numpy().astype(np.float32)
 
-    def prepare(index: int) -> None:
-        h, w = sizes[index]
-        for channel, plane in enumerate(resized_planes(images[index], h, w, resample)):
-            target = values[index, channel, :h, :w]  # uint8 or float32 -> float32, then one multiply and one add
+    def write(index: int, top: int, left: int, planes: list[np.ndarray]) -> None:
+        """One resized piece (three (rows, columns) planes) at (top, left) of image ``index``."""
+        rows, columns = planes[0].shape
+        for channel, plane in enumerate(planes):  # uint8 or float32 -> float32, then one multiply and one add
+            target = values[index, channel, top:top + rows, left:left + columns]
             np.multiply(plane, scale32[channel], out=target, dtype=np.float32)
             np.add(target, shift32[channel], out=target)
+        mask[index, top:top + rows, left:left + columns] = 1
+
+    def pad(index: int) -> None:
+        h, w = sizes[index]
         values[index, :, :h, w:] = 0.0
         values[index, :, h:] = 0.0
-        mask[index, :h, :w] = 1
         mask[index, :h, w:] = 0
         mask[index, h:] = 0
 
+    def prepare(index: int) -> None:
+        write(index, 0, 0, resized_planes(images[index], *sizes[index], resample))
+        pad(index)
+
     pixels = sum(h * w for h, w in sizes)
-    threads = torch.get_num_threads()
-    if threads < 2 or len(images) < 2 or pixels < _THREADS_FROM:
-        for index in range(len(images)):
+    threads = torch.get_num_threads() if pixels >= _THREADS_FROM else 1
+
+    def run(tasks, work) -> None:
+        run_shared(tasks, work, threads)
+
+    if len(images) >= threads:
+        run(range(len(images)), prepare)
+        return batch, pixel_mask
+    for index, image in enumerate(images):
+        if can_split(image, *sizes[index], resample):
+            resize_in_bands(image, *sizes[index], resample, threads * _BANDS_PER_THREAD, run,
+                            lambda top, left, planes, index=index: write(index, top, left, planes))
+            pad(index)
+        else:
             prepare(index)
-    else:
-        list(shared_pool(threads).map(prepare, range(len(images))))
     return batch, pixel_mask
 
 

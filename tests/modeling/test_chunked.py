@@ -84,3 +84,37 @@ def test_pixel_decoder_layer_uses_slabs_and_keeps_its_numbers(monkeypatch):
         sliced, _ = layer(hidden, position, reference, shapes)
     assert len(calls) == 10 and sum(calls) == 600
     assert torch.equal(whole, sliced)
+
+
+def test_pixel_decoder_layer_by_query_slabs_keeps_its_numbers(monkeypatch):
+    """In CPU inference a whole encoder layer runs a slab of queries at a time over one value table: same bits as
+    one call (output and sampling weights), for a batch of 2 and slabs that do not divide the sequence."""
+    from mask2former.modeling import pixel_decoder
+    from mask2former.modeling.pixel_decoder import DeformableEncoderLayer
+
+    torch.manual_seed(0)
+    layer = DeformableEncoderLayer(embed_dim=32, num_heads=4, num_levels=2, num_points=3, ffn_dim=128, dropout=0.0,
+                                   activation="relu").eval()
+    with torch.no_grad():
+        for parameter in layer.parameters():  # offsets and weights that depend on the query
+            parameter.normal_(0.0, 0.3)
+    shapes = [(12, 20), (6, 10)]
+    hidden = torch.randn(2, 300, 32)
+    position = torch.randn(1, 300, 32)
+    reference = torch.rand(1, 300, 1, 2)
+    attends = []
+    attend = layer.self_attn.attend
+    monkeypatch.setattr(layer.self_attn, "attend", lambda q, *a: attends.append(q.shape[:2]) or attend(q, *a))
+    with torch.no_grad():
+        whole, whole_weights = layer(hidden, position, reference, shapes)
+        assert attends == [(2, 300)]
+        monkeypatch.setattr(pixel_decoder, "_LAYER_SLAB_TOKENS", 130)  # 65 queries of 2 images: 5 slabs of 60
+        sliced, sliced_weights = layer(hidden, position, reference, shapes)
+        assert attends[1:] == [(2, 60)] * 5
+        no_weights, none = layer(hidden, position, reference, shapes, False)
+        with torch.enable_grad():
+            recorded, _ = layer(hidden.requires_grad_(), position, reference, shapes)
+    assert torch.equal(whole, sliced) and torch.equal(whole_weights, sliced_weights)
+    assert torch.equal(whole, no_weights) and none is None
+    assert len(attends) == 12 and torch.equal(recorded, whole), "under autograd: one call"
+    assert whole_weights.shape == (2, 300, 4, 2, 3)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +99,26 @@ def multi_scale_deformable_attention_fast(
     return sample_at_pixels(value, spatial_shapes, num_points, pixels[..., 0], pixels[..., 1], weights)
 
 
+class ValueTable(NamedTuple):
+    """The values of every level as one table of head vectors (:func:`_padded_value_table`), with its layout."""
+
+    table: torch.Tensor  # (B * S' * nh, hd)
+    batch: int
+    num_heads: int
+    spatial_shapes: tuple[tuple[int, int], ...]
+    row_width: int  # columns of every padded level
+
+
+def value_table(value: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]]) -> ValueTable:
+    """value (B, S, nh, hd) -> the :class:`ValueTable` that :func:`sample_table` reads."""
+    batch, seq_len, num_heads, _ = value.shape
+    if sum(height * width for height, width in spatial_shapes) != seq_len:
+        raise ValueError(f"spatial_shapes {list(spatial_shapes)} do not cover the {seq_len} positions of value")
+    row_width = max(width for _, width in spatial_shapes) + 3
+    table = _padded_value_table(value, spatial_shapes, row_width)
+    return ValueTable(table, batch, num_heads, tuple(map(tuple, spatial_shapes)), row_width)
+
+
 def sample_at_pixels(
     value: torch.Tensor,
     spatial_shapes: Sequence[tuple[int, int]],
@@ -120,13 +141,16 @@ def sample_at_pixels(
     offsets are the same on every level.
     Every step works on (B, Q, nh, L*P) tensors with per-column constants, which vectorise well on CPU.
     """
-    batch, seq_len, num_heads, head_dim = value.shape
+    return sample_table(value_table(value, spatial_shapes), num_points, x, y, weights)
+
+
+def sample_table(source: ValueTable, num_points: int, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
+                 ) -> torch.Tensor:
+    """:func:`sample_at_pixels` on a table made once: any queries (all of them, or a slab) may read it."""
+    table, batch, num_heads, spatial_shapes, row_width = source
+    head_dim = table.shape[1]
     _, num_queries, _, lp = x.shape
-    if sum(height * width for height, width in spatial_shapes) != seq_len:
-        raise ValueError(f"spatial_shapes {list(spatial_shapes)} do not cover the {seq_len} positions of value")
-    device, dtype = value.device, x.dtype
-    row_width = max(width for _, width in spatial_shapes) + 3
-    table = _padded_value_table(value, spatial_shapes, row_width)  # (B*S'*nh, hd)
+    device, dtype = table.device, x.dtype
     padded_len = table.shape[0] // (batch * num_heads)  # S'
     level_starts = [0]
     for height, _ in spatial_shapes[:-1]:
@@ -294,30 +318,47 @@ class MultiScaleDeformableAttention(nn.Module):
         if len(spatial_shapes) != nl:
             raise ValueError(f"expected {nl} levels, got spatial_shapes {list(spatial_shapes)}")
         queries = hidden_states if position_embeddings is None else hidden_states + position_embeddings  # (B, S, D)
+        if not self.use_reference_kernel:
+            return self.attend(queries, reference_points, self.values(hidden_states, spatial_shapes))
 
-        value = self.value_proj(hidden_states)  # (B, S, D)
-        value = value.view(batch, seq_len, nh, self.embed_dim // nh)  # (B, S, nh, hd)
-        logits = self.attention_weights(queries).view(batch, seq_len, nh, nl * npt)  # (B, S, nh, L*P)
-        weights = softmax_short_rows(logits.float())  # (B, S, nh, L*P), float32
-
-        if self.use_reference_kernel:
-            offsets = self.sampling_offsets(queries).view(batch, seq_len, nh, nl, npt, 2)  # (B, S, nh, L, P, 2)
-            # (W, H) of each level turns pixel offsets into normalised ones
-            level_sizes = torch.tensor(
-                [(width, height) for height, width in spatial_shapes], dtype=offsets.dtype, device=offsets.device
-            )  # (L, 2)
-            locations = (
-                reference_points[:, :, None, :, None, :]  # (B or 1, S, 1, L or 1, 1, 2)
-                + offsets / level_sizes[None, None, None, :, None, :]
-            )  # (B, S, nh, L, P, 2)
-            output = multi_scale_deformable_attention(
-                value, spatial_shapes, locations, weights.view(batch, seq_len, nh, nl, npt)
-            )  # (B, S, D)
-        else:
-            x, y = self._pixel_coordinates(queries, reference_points, spatial_shapes)
-            output = sample_at_pixels(value, spatial_shapes, npt, x, y, weights)  # (B, S, D)
+        value = self.value_proj(hidden_states).view(batch, seq_len, nh, self.embed_dim // nh)  # (B, S, nh, hd)
+        weights = self._weights(queries)  # (B, S, nh, L*P), float32
+        offsets = self.sampling_offsets(queries).view(batch, seq_len, nh, nl, npt, 2)  # (B, S, nh, L, P, 2)
+        # (W, H) of each level turns pixel offsets into normalised ones
+        level_sizes = torch.tensor(
+            [(width, height) for height, width in spatial_shapes], dtype=offsets.dtype, device=offsets.device
+        )  # (L, 2)
+        locations = (
+            reference_points[:, :, None, :, None, :]  # (B or 1, S, 1, L or 1, 1, 2)
+            + offsets / level_sizes[None, None, None, :, None, :]
+        )  # (B, S, nh, L, P, 2)
         weights = weights.view(batch, seq_len, nh, nl, npt)
+        output = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)  # (B, S, D)
         return self.output_proj(output), weights
+
+    def values(self, hidden_states: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]]) -> ValueTable:
+        """The projected values of ``hidden_states`` (B, S, D) as the table :meth:`attend` samples."""
+        batch, seq_len, _ = hidden_states.shape
+        value = self.value_proj(hidden_states)  # (B, S, D)
+        return value_table(value.view(batch, seq_len, self.num_heads, self.embed_dim // self.num_heads), spatial_shapes)
+
+    def attend(self, queries: torch.Tensor, reference_points: torch.Tensor, values: ValueTable
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries (B, Q, D) with their reference points (B or 1, Q, L or 1, 2) sample ``values`` (made once by
+        :meth:`values`, so all queries at once or a slab at a time give the same rows): output (B, Q, D) and weights
+        (B, Q, nh, L, P)."""
+        batch, num_queries, _ = queries.shape
+        weights = self._weights(queries)  # (B, Q, nh, L*P), float32
+        x, y = self._pixel_coordinates(queries, reference_points, values.spatial_shapes)
+        output = sample_table(values, self.num_points, x, y, weights)  # (B, Q, D)
+        weights = weights.view(batch, num_queries, self.num_heads, self.num_levels, self.num_points)
+        return self.output_proj(output), weights
+
+    def _weights(self, queries: torch.Tensor) -> torch.Tensor:
+        """Softmax over each head's L*P points: (B, Q, D) -> (B, Q, nh, L*P), float32."""
+        batch, num_queries, _ = queries.shape
+        logits = self.attention_weights(queries).view(batch, num_queries, self.num_heads, -1)
+        return softmax_short_rows(logits.float())
 
     def _pixel_coordinates(
         self, queries: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]]

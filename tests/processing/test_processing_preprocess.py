@@ -307,3 +307,17 @@ def test_unknown_arguments_are_rejected():
         Mask2FormerImageProcessor(sise=3)
     with pytest.raises(TypeError, match="unexpected"):
         Mask2FormerImageProcessor()(np.zeros((8, 8, 3), np.uint8), do_resise=False)
+
+
+def test_shared_work_does_not_wait_for_a_helper_that_never_started():
+    """With the pool's threads busy (another caller), the caller does every task itself and returns at once."""
+    release = threading.Event()
+    blocker = shared_pool(1).submit(release.wait, 10)  # the pool's only thread, busy until released (or 10 s)
+    try:
+        seen = []
+        run_shared(list(range(6)), seen.append, threads=2)
+        assert sorted(seen) == list(range(6))
+        assert not blocker.done(), "returned without waiting for the busy pool"
+    finally:
+        release.set()
+    assert blocker.result() is True

@@ -144,7 +144,9 @@ def run_shared(tasks: Sequence[Task], work: Callable[[Task], None], threads: int
     pool = shared_pool(threads - 1)
     futures = [pool.submit(take) for _ in range(helpers)]
     take()
-    wait(futures)
+    # A helper that has not started (the pool busy with another caller) is not needed now. (wait() would still block
+    # on a cancelled one until the pool reached it.)
+    wait([future for future in futures if not future.cancel()])
     if failed:
         raise failed[0]
 

@@ -321,3 +321,21 @@ def test_shared_work_does_not_wait_for_a_helper_that_never_started():
     finally:
         release.set()
     assert blocker.result() is True
+
+
+def test_lazily_opened_files_are_decoded_once_and_corrupt_ones_named(tmp_path):
+    """Image.open only reads the header: the processor decodes the file before any thread reads it, and a truncated
+    file is a clear ValueError."""
+    image = photos()["voc"]
+    path = tmp_path / "photo.jpg"
+    PIL.Image.fromarray(image).save(path, quality=95)
+    expected = Mask2FormerImageProcessor()(PIL.Image.open(path).convert("RGB"), return_tensors="pt")
+    torch.set_num_threads(3)  # restored by the one_thread fixture: the image is cut into bands on three threads
+    lazy = PIL.Image.open(path)
+    assert lazy.mode == "RGB"
+    got = Mask2FormerImageProcessor()(lazy, return_tensors="pt")
+    assert torch.equal(got["pixel_values"], expected["pixel_values"])
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        Mask2FormerImageProcessor()(PIL.Image.open(truncated), return_tensors="pt")

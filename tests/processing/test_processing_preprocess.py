@@ -339,3 +339,11 @@ def test_lazily_opened_files_are_decoded_once_and_corrupt_ones_named(tmp_path):
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         Mask2FormerImageProcessor()(PIL.Image.open(truncated), return_tensors="pt")
+
+
+def test_a_pool_of_another_size_leaves_the_first_one_working():
+    """Callers with different thread counts get pools of their own; neither shuts the other down."""
+    one = shared_pool(1)
+    two = shared_pool(2)
+    assert shared_pool(1) is one and two is not one
+    assert one.submit(lambda: 7).result() == 7 and two.submit(lambda: 8).result() == 8

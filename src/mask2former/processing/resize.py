@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Sequence, TypeVar
 
@@ -151,15 +152,30 @@ def run_shared(tasks: Sequence[Task], work: Callable[[Task], None], threads: int
         raise failed[0]
 
 
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, pool)
+_pools: tuple[int, dict[int, ThreadPoolExecutor]] = (os.getpid(), {})  # (process id, pool per thread count)
+_pools_lock = threading.Lock()
+
+
+def _forget_pools_in_child() -> None:
+    """After a fork: the parent's pools have no threads here, and its lock may have been held by a thread that
+    does not exist here either."""
+    global _pools, _pools_lock
+    _pools, _pools_lock = (os.getpid(), {}), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def shared_pool(threads: int) -> ThreadPoolExecutor:
-    """A process-wide pool of ``threads`` threads, made on first use and again after a fork or a change of size
-    (a forked child has the parent's pool object but none of its threads)."""
-    global _pool
-    if _pool is None or _pool[:2] != (os.getpid(), threads):
-        if _pool is not None and _pool[0] == os.getpid():
-            _pool[2].shutdown(wait=False)
-        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="mask2former-resize"))
-    return _pool[2]
+    """A process-wide pool of ``threads`` threads, made on first use, one per size (a caller with another thread
+    count never shuts down a pool in use), and made again after a fork (a forked child has the parent's pool objects
+    but none of their threads)."""
+    global _pools
+    with _pools_lock:
+        if _pools[0] != os.getpid():
+            _pools = (os.getpid(), {})
+        pools = _pools[1]
+        if threads not in pools:
+            pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="mask2former-resize")
+        return pools[threads]

@@ -147,8 +147,12 @@ def test_threads_give_the_same_batch_as_one_thread(monkeypatch):
     from mask2former.processing import transforms
 
     runs = []
-    monkeypatch.setattr(transforms, "run_shared",
-                        lambda tasks, work, threads: runs.append((len(tasks), threads)) or run_shared(tasks, work, threads))
+
+    def recorded(tasks, work, threads):
+        runs.append((len(tasks), threads))
+        return run_shared(tasks, work, threads)
+
+    monkeypatch.setattr(transforms, "run_shared", recorded)
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (37 + 5 * i, 53 - 3 * i, 3), dtype=np.uint8) for i in range(3)]
     images.append(PIL.Image.fromarray(images[0]).convert("L"))

@@ -114,7 +114,8 @@ class DeformableEncoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, S, D) -> (B, S, D), plus the attention's sampling weights (B, S, nh, L, P) (None in a slab-wise
         evaluation that does not ``need_weights``)."""
-        if not self.training and slabs_pay(hidden_states, _LAYER_SLAB_TOKENS) and not self.self_attn.use_reference_kernel:
+        by_query_slabs = not self.training and not self.self_attn.use_reference_kernel
+        if by_query_slabs and slabs_pay(hidden_states, _LAYER_SLAB_TOKENS):
             return self._forward_by_slabs(hidden_states, position_embeddings, reference_points, spatial_shapes,
                                           need_weights)
         attended, weights = self.self_attn(hidden_states, position_embeddings, reference_points, spatial_shapes)
@@ -138,7 +139,7 @@ class DeformableEncoderLayer(nn.Module):
         value table is made once, then each slab goes through the whole layer with megabyte-sized intermediates that
         stay in cache, instead of a dozen full-length (S, ...) tensors per layer. The same products on the same rows:
         the output is bit-identical to the one-call path (tested)."""
-        batch, seq_len, dim = hidden_states.shape
+        batch, seq_len, _ = hidden_states.shape
         values = self.self_attn.values(hidden_states, spatial_shapes)
         out = torch.empty_like(hidden_states)  # (B, S, D)
         weights = None

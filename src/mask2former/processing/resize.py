@@ -94,21 +94,17 @@ def resize_in_bands(image: np.ndarray | PIL.Image.Image, height: int, width: int
         image = PIL.Image.fromarray(image)
     in_width, in_height = image.size
     if in_width != width:
-        if in_height == height:
-            def horizontal_only(band: tuple[int, int]) -> None:
-                top, bottom = band
-                piece = image.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample=resample)
-                sink(top, 0, _planes(piece))
+        source = image
 
-            run(_bands(in_height, parts), horizontal_only)
-            return
-        source, image = image, PIL.Image.new("RGB", (width, in_height), None)  # None: every pixel is pasted
-
-        def horizontal(band: tuple[int, int]) -> None:  # rows of the intermediate image, disjoint per band
+        def rows_resized(band: tuple[int, int]) -> PIL.Image.Image:  # rows [top, bottom) after the horizontal pass
             top, bottom = band
-            image.paste(source.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample), (0, top))
+            return source.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample)
 
-        run(_bands(in_height, parts), horizontal)
+        if in_height == height:
+            run(_bands(in_height, parts), lambda band: sink(band[0], 0, _planes(rows_resized(band))))
+            return
+        image = PIL.Image.new("RGB", (width, in_height), None)  # None: every pixel is pasted
+        run(_bands(in_height, parts), lambda band: image.paste(rows_resized(band), (0, band[0])))  # disjoint rows
 
     def vertical(band: tuple[int, int]) -> None:
         left, right = band

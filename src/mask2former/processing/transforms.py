@@ -7,6 +7,7 @@ multiply and an add per channel plane, written straight into the padded batch.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Sequence
 
@@ -127,10 +128,7 @@ def images_to_batch(
 
     pixels = sum(h * w for h, w in sizes)
     threads = torch.get_num_threads() if pixels >= _THREADS_FROM else 1
-
-    def run(tasks, work) -> None:
-        run_shared(tasks, work, threads)
-
+    run = functools.partial(run_shared, threads=threads)  # run(tasks, work)
     if len(images) >= threads:
         run(range(len(images)), prepare)
         return batch, pixel_mask

@@ -22,6 +22,8 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 import PIL.Image
 
+from .pillow_memory import as_array
+
 Planes = list[np.ndarray]  # three (rows, columns) channel planes, uint8 or float32
 Sink = Callable[[int, int, Planes], None]  # (top, left, planes) of one piece of a resized image
 Task = TypeVar("Task")
@@ -47,7 +49,7 @@ def resized_planes(image: np.ndarray | PIL.Image.Image, height: int, width: int,
 
 
 def _planes(image: PIL.Image.Image) -> Planes:
-    return [np.asarray(band) for band in image.split()]
+    return [as_array(band) for band in image.split()]
 
 
 def resize_plane(plane: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
@@ -55,7 +57,7 @@ def resize_plane(plane: np.ndarray, height: int, width: int, resample: int) -> n
     exactly this: Pillow computes every band of an RGB image with the same integer arithmetic."""
     if plane.shape == (height, width):
         return plane
-    return np.asarray(PIL.Image.fromarray(np.ascontiguousarray(plane)).resize((width, height), resample))
+    return as_array(PIL.Image.fromarray(np.ascontiguousarray(plane)).resize((width, height), resample))
 
 
 def resize_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -66,7 +68,7 @@ def resize_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
     if low < -(2**31) or high >= 2**31:
         raise ValueError(f"Label ids must fit in int32 to be resized, got {low}..{high}.")
     resized = PIL.Image.fromarray(label_map.astype(np.int32)).resize((width, height), PIL.Image.Resampling.NEAREST)
-    return np.asarray(resized).astype(np.int64)
+    return as_array(resized).astype(np.int64)
 
 
 def can_split(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None) -> bool:

@@ -16,6 +16,7 @@ import PIL.Image
 import torch
 
 from .buffers import empty
+from .pillow_memory import reuse_pillow_blocks
 from .resize import can_split, resize_in_bands, resized_planes, run_shared
 
 _THREADS_FROM = 1 << 18  # output pixels in a batch below which thread hand-offs cost more than they save
@@ -99,6 +100,7 @@ def images_to_batch(
     image (:func:`~.resize.resize_in_bands`). The arithmetic is NumPy's, on the thread that resized the piece: NumPy
     and Pillow release the GIL and start no threads of their own, so the threads do not compete with a second pool.
     """
+    reuse_pillow_blocks()
     height, width = padded_size
     # Uninitialised memory, every element written once: zero-filling first would cost as much again.
     batch = empty((len(images), 3, height, width), torch.float32)

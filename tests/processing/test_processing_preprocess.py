@@ -3,8 +3,10 @@ conversions, sizes, serialisation and errors."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
+import time
 
 import numpy as np
 import PIL.Image
@@ -12,7 +14,8 @@ import pytest
 import torch
 
 from mask2former.processing import Mask2FormerImageProcessor
-from mask2former.processing.resize import resize_in_bands, run_shared, shared_pool
+from mask2former.processing.resize import banded_resize
+from mask2former.processing.threads import run_shared, shared_pool
 from mask2former.processing.transforms import output_size
 
 hf_module = pytest.importorskip("transformers.models.mask2former.image_processing_pil_mask2former")
@@ -148,9 +151,9 @@ def test_threads_give_the_same_batch_as_one_thread(monkeypatch):
 
     runs = []
 
-    def recorded(tasks, work, threads):
-        runs.append((len(tasks), threads))
-        return run_shared(tasks, work, threads)
+    def recorded(steps, threads):
+        runs.append((len(steps), threads))
+        return run_shared(steps, threads)
 
     monkeypatch.setattr(transforms, "run_shared", recorded)
     rng = np.random.default_rng(3)
@@ -160,9 +163,13 @@ def test_threads_give_the_same_batch_as_one_thread(monkeypatch):
     alone = processor(images, return_tensors="pt")
     torch.set_num_threads(3)  # restored by the one_thread fixture
     together = processor(images, return_tensors="pt")
-    assert runs == [(4, 1), (4, 3)], "one thread, then the four images shared by three"
+    assert runs == [(4, 1), (0, 1), (4, 3), (0, 3)], "one step per image, on one thread and then on three"
     assert torch.equal(alone["pixel_values"], together["pixel_values"])
     assert torch.equal(alone["pixel_mask"], together["pixel_mask"])
+    pair = processor(images[:2], return_tensors="pt")  # fewer images than threads: both in bands, two rounds
+    assert runs[-2:] == [(12, 3), (12, 3)], "6 row bands, then 6 column bands, of each image"
+    height, width = pair["pixel_values"].shape[2:]
+    assert torch.equal(pair["pixel_values"], alone["pixel_values"][:2, :, :height, :width])
 
 
 @pytest.mark.parametrize("resample", [PIL.Image.Resampling.BILINEAR, PIL.Image.Resampling.BICUBIC,
@@ -187,8 +194,9 @@ def test_resizing_in_bands_gives_exactly_one_resize(resample):
                         assert (tiled[top:top + rows, left:left + columns] == -1).all(), "pieces do not overlap"
                         tiled[top:top + rows, left:left + columns] = np.stack(planes, axis=2)
 
-                resize_in_bands(image, *out_size, resample, parts,
-                                lambda tasks, work: run_shared(tasks, work, threads), sink)
+                first, second = banded_resize(image, *out_size, resample, parts, sink)
+                run_shared(first, threads)
+                run_shared(second, threads)
                 assert np.array_equal(tiled, expected), (in_size, out_size, parts)
 
 
@@ -198,7 +206,7 @@ def test_one_image_on_several_threads_gives_the_same_batch_and_matches_transform
     from mask2former.processing import transforms
 
     banded = []
-    monkeypatch.setattr(transforms, "resize_in_bands", lambda *args: banded.append(args[4]) or resize_in_bands(*args))
+    monkeypatch.setattr(transforms, "banded_resize", lambda *args: banded.append(args[4]) or banded_resize(*args))
     image = photos()["voc"]
     kinds = [image, PIL.Image.fromarray(image), PIL.Image.fromarray(image).convert("L"), image.astype(np.float32)]
     alone = [Mask2FormerImageProcessor()(kind, return_tensors="pt") for kind in kinds]
@@ -213,24 +221,56 @@ def test_one_image_on_several_threads_gives_the_same_batch_and_matches_transform
     assert_same_inputs(alone[0], HFProcessor()(image, return_tensors="pt"))
 
 
-def test_shared_work_runs_every_task_once_and_raises_the_first_error():
-    seen, lock = [], threading.Lock()
+def _steps(tasks, seen, compute=lambda task: task):
+    """Steps whose commit records (result, committing thread) in ``seen``."""
+    lock = threading.Lock()
 
-    def work(task):
+    def commit(result):
         with lock:
-            seen.append((task, threading.current_thread().name))
+            seen.append((result, threading.current_thread().name))
 
-    run_shared(list(range(40)), work, threads=3)
-    assert sorted(task for task, _ in seen) == list(range(40))
-    assert any(name == threading.current_thread().name for _, name in seen), "the calling thread takes tasks too"
+    return [(functools.partial(compute, task), commit) for task in tasks]
+
+
+def test_shared_work_commits_every_step_once_and_raises_the_first_error():
+    seen = []
+    run_shared(_steps(range(40), seen), threads=3)
+    assert sorted(result for result, _ in seen) == list(range(40))
+    assert any(name == threading.current_thread().name for _, name in seen), "the calling thread takes steps too"
 
     def fail_on_seven(task):
         if task == 7:
-            raise ValueError("task 7")
+            raise ValueError("step 7")
+        return task
 
-    with pytest.raises(ValueError, match="task 7"):
-        run_shared(list(range(20)), fail_on_seven, threads=2)
-    run_shared([], work, threads=2)  # nothing to do is fine
+    with pytest.raises(ValueError, match="step 7"):
+        run_shared(_steps(range(20), [], fail_on_seven), threads=2)
+    run_shared([], threads=2)  # nothing to do is fine
+
+
+def test_the_caller_computes_a_slow_helpers_step_itself():
+    """A helper on a slow core holds a step far longer than the caller's steps take: the caller computes it too,
+    commits its own result once, and returns without waiting for the helper, whose late result is dropped."""
+    release, computed = threading.Event(), []
+
+    def compute(task):
+        if threading.current_thread() is not threading.main_thread() and not computed:
+            computed.append(task)
+            release.wait(10)  # the helper's first step takes "forever"
+            return ("late", task)
+        time.sleep(0.002)
+        return ("caller", task)
+
+    seen = []
+    try:
+        run_shared(_steps(range(6), seen, compute), threads=2)
+        assert sorted(task for (_, task), _ in seen) == list(range(6)), "every step committed exactly once"
+        assert all(who == "caller" for (who, _), _ in seen)
+        assert computed, "the helper took a step"
+    finally:
+        release.set()
+    time.sleep(0.05)  # the helper's late result arrives: dropped
+    assert len(seen) == 6
 
 
 def test_output_formats():
@@ -319,8 +359,8 @@ def test_shared_work_does_not_wait_for_a_helper_that_never_started():
     blocker = shared_pool(1).submit(release.wait, 10)  # the pool's only thread, busy until released (or 10 s)
     try:
         seen = []
-        run_shared(list(range(6)), seen.append, threads=2)
-        assert sorted(seen) == list(range(6))
+        run_shared(_steps(range(6), seen), threads=2)
+        assert sorted(result for result, _ in seen) == list(range(6))
         assert not blocker.done(), "returned without waiting for the busy pool"
     finally:
         release.set()

@@ -1,32 +1,23 @@
-"""Resizing with Pillow, the way transformers' PIL-based processor does, and the threads that share the work.
+"""Resizing with Pillow, the way transformers' PIL-based processor does, whole or in exact bands.
 
 8-bit RGB images are resized as one Pillow image, which is what the reference does, so the pixels are identical;
-float images are resized plane by plane in Pillow's "F" mode. Pillow releases the GIL while it resamples, so pieces
-of work run concurrently: the images of a batch, or the bands of one image (:func:`resize_in_bands`).
-
-Work is shared by :func:`run_shared`: the calling thread works too, and every thread takes the next piece from a
-shared counter. On the 2-vCPU VM of benchmarks/README.md a pool thread woken after an idle spell can start
-milliseconds late (the host has to schedule the idle vCPU again); a caller that waited for the pool, as an earlier
-version did, then lost more than the second core saved (one photo from 15% faster to 30% slower than one thread).
-With the caller taking pieces itself, a late helper only means the caller does more of them.
+float images are resized plane by plane in Pillow's "F" mode. Pillow releases the GIL while it resamples, so the
+bands of :func:`banded_resize` can be computed concurrently (:mod:`.threads`).
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Callable, Sequence, TypeVar
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import PIL.Image
 
 from .pillow_memory import as_array
+from .threads import Step
 
 Planes = list[np.ndarray]  # three (rows, columns) channel planes, uint8 or float32
 Sink = Callable[[int, int, Planes], None]  # (top, left, planes) of one piece of a resized image
-Task = TypeVar("Task")
 
 
 def resized_planes(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None) -> Planes:
@@ -81,99 +72,42 @@ def can_split(image: np.ndarray | PIL.Image.Image, height: int, width: int, resa
     return image.mode == "RGB" and image.size != (width, height)
 
 
-def resize_in_bands(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int, parts: int,
-                    run: Callable[[Sequence[Task], Callable[[Task], None]], None], sink: Sink) -> None:
-    """``image.resize((width, height), resample)`` as ``parts`` pieces per pass, exactly the pixels of one call; the
-    pieces of each pass are computed by ``run(tasks, work)`` (:func:`run_shared`), and each final piece goes to
-    ``sink`` on the thread that made it. Only for :func:`can_split` images.
+def banded_resize(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int, parts: int,
+                  sink: Sink) -> tuple[list[Step], list[Step]]:
+    """``image.resize((width, height), resample)`` as two lists of steps for :func:`~.threads.run_shared`, to run
+    one after the other: the horizontal pass on row bands of the input, then the vertical pass on column bands of
+    its result, each pass in at most ``parts`` bands. Together they give exactly the pixels of one call; each final
+    piece reaches ``sink`` once, from the thread that committed it. Only for :func:`can_split` images.
 
     Pillow resamples in two passes with an 8-bit image in between: horizontally when the width changes, then
     vertically when the height changes, each pass with coefficients that depend only on its axis's input and output
-    lengths. Rows are independent in the first pass and columns in the second, so the first pass runs on row bands of
-    the input and the second on column bands of its result.
+    lengths. Rows are independent in the first pass and columns in the second.
     """
-    if isinstance(image, np.ndarray):
-        image = PIL.Image.fromarray(image)
-    in_width, in_height = image.size
-    if in_width != width:
-        source = image
+    source = PIL.Image.fromarray(image) if isinstance(image, np.ndarray) else image
+    in_width, in_height = source.size
 
-        def rows_resized(band: tuple[int, int]) -> PIL.Image.Image:  # rows [top, bottom) after the horizontal pass
-            top, bottom = band
-            return source.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample)
+    def rows_resized(top: int, bottom: int) -> PIL.Image.Image:  # rows [top, bottom) after the horizontal pass
+        return source.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample)
 
-        if in_height == height:
-            run(_bands(in_height, parts), lambda band: sink(band[0], 0, _planes(rows_resized(band))))
-            return
-        image = PIL.Image.new("RGB", (width, in_height), None)  # None: every pixel is pasted
-        run(_bands(in_height, parts), lambda band: image.paste(rows_resized(band), (0, band[0])))  # disjoint rows
+    if in_width == width:
+        across = source
+        first: list[Step] = []
+    elif in_height == height:  # the horizontal pass is the whole resize
+        return [(lambda top=top, bottom=bottom: _planes(rows_resized(top, bottom)), partial(sink, top, 0))
+                for top, bottom in _bands(in_height, parts)], []
+    else:
+        across = PIL.Image.new("RGB", (width, in_height), None)  # None: every pixel is pasted
+        first = [(partial(rows_resized, top, bottom), lambda band, top=top: across.paste(band, (0, top)))
+                 for top, bottom in _bands(in_height, parts)]
 
-    def vertical(band: tuple[int, int]) -> None:
-        left, right = band
-        sink(0, left, _planes(image.crop((left, 0, right, in_height)).resize((right - left, height), resample)))
+    def columns_resized(left: int, right: int) -> Planes:  # columns [left, right) after both passes
+        return _planes(across.crop((left, 0, right, in_height)).resize((right - left, height), resample))
 
-    run(_bands(width, parts), vertical)
+    second = [(partial(columns_resized, left, right), partial(sink, 0, left)) for left, right in _bands(width, parts)]
+    return first, second
 
 
 def _bands(length: int, parts: int) -> list[tuple[int, int]]:
     """[start, stop) ranges cutting ``length`` into at most ``parts`` near-equal non-empty bands."""
     edges = [length * part // parts for part in range(parts + 1)]
     return [(start, stop) for start, stop in zip(edges, edges[1:]) if stop > start]
-
-
-def run_shared(tasks: Sequence[Task], work: Callable[[Task], None], threads: int) -> None:
-    """``work(task)`` for every task, on the calling thread and up to ``threads - 1`` threads of :func:`shared_pool`,
-    each taking the next task from one counter (tasks run in any order, each once). The first error is raised
-    after every thread has stopped taking tasks."""
-    helpers = min(threads, len(tasks)) - 1
-    if helpers < 1:
-        for task in tasks:
-            work(task)
-        return
-    counter = itertools.count()  # next() on it is atomic under the GIL
-    failed: list[BaseException] = []
-
-    def take() -> None:
-        while not failed and (index := next(counter)) < len(tasks):
-            try:
-                work(tasks[index])
-            except BaseException as error:  # noqa: BLE001 - handed to the caller below
-                failed.append(error)
-
-    pool = shared_pool(threads - 1)
-    futures = [pool.submit(take) for _ in range(helpers)]
-    take()
-    # A helper that has not started (the pool busy with another caller) is not needed now. (wait() would still block
-    # on a cancelled one until the pool reached it.)
-    wait([future for future in futures if not future.cancel()])
-    if failed:
-        raise failed[0]
-
-
-_pools: tuple[int, dict[int, ThreadPoolExecutor]] = (os.getpid(), {})  # (process id, pool per thread count)
-_pools_lock = threading.Lock()
-
-
-def _forget_pools_in_child() -> None:
-    """After a fork: the parent's pools have no threads here, and its lock may have been held by a thread that
-    does not exist here either."""
-    global _pools, _pools_lock
-    _pools, _pools_lock = (os.getpid(), {}), threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_in_child)
-
-
-def shared_pool(threads: int) -> ThreadPoolExecutor:
-    """A process-wide pool of ``threads`` threads, made on first use, one per size (a caller with another thread
-    count never shuts down a pool in use), and made again after a fork (a forked child has the parent's pool objects
-    but none of their threads)."""
-    global _pools
-    with _pools_lock:
-        if _pools[0] != os.getpid():
-            _pools = (os.getpid(), {})
-        pools = _pools[1]
-        if threads not in pools:
-            pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="mask2former-resize")
-        return pools[threads]

@@ -17,7 +17,8 @@ import torch
 
 from .buffers import empty
 from .pillow_memory import reuse_pillow_blocks
-from .resize import can_split, resize_in_bands, resized_planes, run_shared
+from .resize import banded_resize, can_split, resized_planes
+from .threads import Step, run_shared
 
 _THREADS_FROM = 1 << 18  # output pixels in a batch below which thread hand-offs cost more than they save
 _BANDS_PER_THREAD = 2  # one image is cut into this many bands per thread and pass: a late thread takes fewer
@@ -96,9 +97,11 @@ def images_to_batch(
     Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding.
 
     With more than one torch thread (``torch.get_num_threads()``) and enough pixels, the work is shared by that many
-    threads (:func:`~.resize.run_shared`): the images of the batch, or, with fewer images than threads, bands of each
-    image (:func:`~.resize.resize_in_bands`). The arithmetic is NumPy's, on the thread that resized the piece: NumPy
-    and Pillow release the GIL and start no threads of their own, so the threads do not compete with a second pool.
+    threads (:func:`~.threads.run_shared`): one step per image, or, with fewer images than threads, two rounds of
+    bands of each 8-bit RGB image, Pillow's horizontal pass in row bands and then its vertical pass in column bands
+    (:func:`~.resize.banded_resize`), ``_BANDS_PER_THREAD`` per thread and round, so that the calling thread can take
+    over the work of a slow helper. The arithmetic is NumPy's, on the thread that resized the piece: NumPy and Pillow
+    release the GIL and start no threads of their own, so the threads do not compete with a second pool.
     """
     reuse_pillow_blocks()
     height, width = padded_size
@@ -117,30 +120,26 @@ def images_to_batch(
             np.add(target, shift32[channel], out=target)
         mask[index, top:top + rows, left:left + columns] = 1
 
-    def pad(index: int) -> None:
-        h, w = sizes[index]
+    pixels = sum(h * w for h, w in sizes)
+    threads = torch.get_num_threads() if pixels >= _THREADS_FROM else 1
+    in_bands = 1 < threads and len(images) < threads  # fewer images than threads: cut them into bands
+    first: list[Step] = []
+    second: list[Step] = []
+    for index, (image, size) in enumerate(zip(images, sizes)):
+        sink = functools.partial(write, index)
+        if in_bands and can_split(image, *size, resample):
+            horizontal, vertical = banded_resize(image, *size, resample, threads * _BANDS_PER_THREAD, sink)
+            first += horizontal
+            second += vertical
+        else:
+            first.append((functools.partial(resized_planes, image, *size, resample), functools.partial(sink, 0, 0)))
+    run_shared(first, threads)
+    run_shared(second, threads)
+    for index, (h, w) in enumerate(sizes):
         values[index, :, :h, w:] = 0.0
         values[index, :, h:] = 0.0
         mask[index, :h, w:] = 0
         mask[index, h:] = 0
-
-    def prepare(index: int) -> None:
-        write(index, 0, 0, resized_planes(images[index], *sizes[index], resample))
-        pad(index)
-
-    pixels = sum(h * w for h, w in sizes)
-    threads = torch.get_num_threads() if pixels >= _THREADS_FROM else 1
-    run = functools.partial(run_shared, threads=threads)  # run(tasks, work)
-    if len(images) >= threads:
-        run(range(len(images)), prepare)
-        return batch, pixel_mask
-    for index, image in enumerate(images):
-        if can_split(image, *sizes[index], resample):
-            resize_in_bands(image, *sizes[index], resample, threads * _BANDS_PER_THREAD, run,
-                            lambda top, left, planes, index=index: write(index, top, left, planes))
-            pad(index)
-        else:
-            prepare(index)
     return batch, pixel_mask
 
 

@@ -63,7 +63,7 @@ def resize_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def can_split(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None) -> bool:
-    """Whether :func:`resize_in_bands` applies: an 8-bit RGB image that Pillow resamples in passes (any filter but
+    """Whether :func:`banded_resize` applies: an 8-bit RGB image that Pillow resamples in passes (any filter but
     NEAREST) to a new size."""
     if resample is None or resample == PIL.Image.Resampling.NEAREST:
         return False

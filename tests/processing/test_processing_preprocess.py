@@ -234,7 +234,7 @@ def _steps(tasks, seen, compute=lambda task: task):
 
 def test_shared_work_commits_every_step_once_and_raises_the_first_error():
     seen = []
-    run_shared(_steps(range(40), seen), threads=3)
+    run_shared(_steps(range(40), seen, lambda task: time.sleep(0.001) or task), threads=3)  # ~13 ms per thread
     assert sorted(result for result, _ in seen) == list(range(40))
     assert any(name == threading.current_thread().name for _, name in seen), "the calling thread takes steps too"
 
@@ -251,13 +251,15 @@ def test_shared_work_commits_every_step_once_and_raises_the_first_error():
 def test_the_caller_computes_a_slow_helpers_step_itself():
     """A helper on a slow core holds a step far longer than the caller's steps take: the caller computes it too,
     commits its own result once, and returns without waiting for the helper, whose late result is dropped."""
-    release, computed = threading.Event(), []
+    release, started, computed = threading.Event(), threading.Event(), []
 
     def compute(task):
-        if threading.current_thread() is not threading.main_thread() and not computed:
+        if threading.current_thread() is not threading.main_thread():
             computed.append(task)
-            release.wait(10)  # the helper's first step takes "forever"
+            started.set()
+            release.wait(10)  # the helper's step takes "forever"
             return ("late", task)
+        started.wait(10)  # make sure the helper holds a step (a woken pool thread can start late)
         time.sleep(0.002)
         return ("caller", task)
 

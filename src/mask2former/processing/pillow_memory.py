@@ -63,30 +63,40 @@ def as_array(image: PIL.Image.Image) -> np.ndarray:
 
     Zero-copy through Pillow's Arrow export when the image is in one block of memory; otherwise, and for other
     modes or a Pillow without Arrow export, the same values as ``np.asarray(image)`` (a copy)."""
-    layout = _LAYOUTS.get(image.mode)
-    export = getattr(image.im, "__arrow_c_array__", None) if layout is not None else None
-    if export is None:
+    exported = _export(image)
+    if exported is None:
         return np.asarray(image)
-    try:
-        capsule = export()
-    except ValueError:  # rows not contiguous: the image spans several blocks
-        return np.asarray(image)
+    capsule, pointer = exported
     width, height = image.size
-    dtype, channels = layout
-    array = _ArrowArray.from_address(_capsule_pointer(capsule, b"arrow_array"))
-    if channels > 1:  # fixed-size list of `channels` uint8 per pixel: the bytes are in the child array
-        if array.n_children != 1 or array.offset != 0:
-            return np.asarray(image)
-        array = array.children[0].contents
-    if array.n_buffers != 2 or array.offset != 0 or array.length != width * height * channels:
-        return np.asarray(image)
-    pointer = array.buffers[1]
-    if not pointer:
-        return np.asarray(image)
+    dtype, channels = _LAYOUTS[image.mode]
     shape = (height, width) if channels == 1 else (height, width, channels)
     interface = {"version": 3, "shape": shape, "typestr": np.dtype(dtype).str, "data": (pointer, True)}
     view = np.asarray(_Export(capsule, interface))
     return view[:, :, :3] if image.mode == "RGB" else view
+
+
+def _export(image: PIL.Image.Image) -> tuple[object, int] | None:
+    """Pillow's Arrow export of ``image`` and the address of its pixels, or None where there is no zero-copy one
+    (unknown mode, no Arrow export in this Pillow, rows in several blocks, an unexpected layout)."""
+    layout = _LAYOUTS.get(image.mode)
+    export = getattr(image.im, "__arrow_c_array__", None) if layout is not None else None
+    if export is None:
+        return None
+    try:
+        capsule = export()
+    except ValueError:  # rows not contiguous: the image spans several blocks
+        return None
+    width, height = image.size
+    channels = layout[1]
+    array = _ArrowArray.from_address(_capsule_pointer(capsule, b"arrow_array"))
+    if channels > 1:  # fixed-size list of `channels` uint8 per pixel: the bytes are in the child array
+        if array.n_children != 1 or array.offset != 0:
+            return None
+        array = array.children[0].contents
+    if array.n_buffers != 2 or array.offset != 0 or array.length != width * height * channels:
+        return None
+    pointer = array.buffers[1]
+    return (capsule, pointer) if pointer else None
 
 
 _configured = False

@@ -89,12 +89,15 @@ def banded_resize(image: np.ndarray | PIL.Image.Image, height: int, width: int, 
     def rows_resized(top: int, bottom: int) -> PIL.Image.Image:  # rows [top, bottom) after the horizontal pass
         return source.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample)
 
+    def rows_planes(top: int, bottom: int) -> Planes:  # when the horizontal pass is the whole resize
+        return _planes(rows_resized(top, bottom))
+
     if in_width == width:
         across = source
         first: list[Step] = []
-    elif in_height == height:  # the horizontal pass is the whole resize
-        return [(lambda top=top, bottom=bottom: _planes(rows_resized(top, bottom)), partial(sink, top, 0))
-                for top, bottom in _bands(in_height, parts)], []
+    elif in_height == height:
+        bands = _bands(in_height, parts)
+        return [(partial(rows_planes, top, bottom), partial(sink, top, 0)) for top, bottom in bands], []
     else:
         across = PIL.Image.new("RGB", (width, in_height), None)  # None: every pixel is pasted
         first = [(partial(rows_resized, top, bottom), lambda band, top=top: across.paste(band, (0, top)))

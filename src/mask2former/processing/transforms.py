@@ -100,7 +100,7 @@ def images_to_batch(
     threads (:func:`~.threads.run_shared`): one step per image, or, with fewer images than threads, two rounds of
     bands of each 8-bit RGB image, Pillow's horizontal pass in row bands and then its vertical pass in column bands
     (:func:`~.resize.banded_resize`), ``_BANDS_PER_THREAD`` per thread and round, so that the calling thread can take
-    over the work of a slow helper. The arithmetic is NumPy's, on the thread that resized the piece: NumPy and Pillow
+    over the work of a slow helper. The arithmetic is NumPy's, on the thread that commits the piece: NumPy and Pillow
     release the GIL and start no threads of their own, so the threads do not compete with a second pool.
     """
     reuse_pillow_blocks()

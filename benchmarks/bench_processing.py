@@ -23,6 +23,8 @@ results are equal.
 Each row runs ours and transformers' in turn (order rotated every round, so that load hits both alike) for
 ``--repeats`` rounds; times are medians, the ratio is the median of the per-round ratios. ``--threads`` sets torch's
 thread count for both; our preprocessing prepares the images of a batch on that many threads, transformers' on one.
+Unless ``--default-allocator``, glibc's malloc is first set so that timings do not depend on what ran before in the
+process (``common.steady_allocator``; it is also the state in which transformers' preprocessing is fastest).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "processing"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_times, load_line, machine_line  # noqa: E402
+from common import interleaved_times, load_line, machine_line, steady_allocator  # noqa: E402
 from processing_reference import FakeOutputs, realistic_outputs  # noqa: E402
 
 from mask2former.processing import Mask2FormerImageProcessor  # noqa: E402
@@ -202,7 +204,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device of the model outputs for post-processing")
     parser.add_argument("--quick", action="store_true", help="3 rounds, no worst-case section")
     parser.add_argument("--no-worst-case", action="store_true", help="leave out the random-logits section")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc settings alone (see common.steady_allocator)")
     args = parser.parse_args()
+    allocator = "allocator: as the system sets it" if args.default_allocator else steady_allocator()
     torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else args.repeats
 
@@ -212,7 +217,8 @@ def main() -> None:
     logging.set_verbosity_error()
     theirs, ours = Mask2FormerImageProcessorPil(), Mask2FormerImageProcessor()
     print(machine_line())
-    print(f"{load_line()}; post-processing on {args.device}; medians of {repeats} interleaved rounds\n")
+    print(f"{load_line()}; post-processing on {args.device}; medians of {repeats} interleaved rounds")
+    print(f"{allocator}\n")
     print(HEADER)
     print()
     bench_preprocessing(theirs, ours, repeats)

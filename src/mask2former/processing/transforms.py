@@ -118,7 +118,6 @@ def images_to_batch(
             target = values[index, channel, top:top + rows, left:left + columns]
             np.multiply(plane, scale32[channel], out=target, dtype=np.float32)
             np.add(target, shift32[channel], out=target)
-        mask[index, top:top + rows, left:left + columns] = 1
 
     pixels = sum(h * w for h, w in sizes)
     threads = torch.get_num_threads() if pixels >= _THREADS_FROM else 1
@@ -135,9 +134,10 @@ def images_to_batch(
             first.append((functools.partial(resized_planes, image, *size, resample), functools.partial(sink, 0, 0)))
     run_shared(first, threads)
     run_shared(second, threads)
-    for index, (h, w) in enumerate(sizes):
+    for index, (h, w) in enumerate(sizes):  # the mask in whole rows: written per band it cost ~3x as much
         values[index, :, :h, w:] = 0.0
         values[index, :, h:] = 0.0
+        mask[index, :h, :w] = 1
         mask[index, :h, w:] = 0
         mask[index, h:] = 0
     return batch, pixel_mask

@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved_times, load_line, machine_line, ratio_summary, same_weights_pair  # noqa: E402
+from common import (  # noqa: E402
+    interleaved_times, load_line, machine_line, ratio_summary, same_weights_pair, steady_allocator,
+)
 
 
 def main() -> None:
@@ -29,7 +31,10 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--steady-allocator", action="store_true",
+                        help="first set glibc's malloc to serve blocks up to 64 MB from its heap (common.steady_allocator)")
     args = parser.parse_args()
+    allocator = steady_allocator() if args.steady_allocator else "allocator: as the system sets it"
     torch.set_num_threads(args.threads)
 
     import imgviz
@@ -62,6 +67,7 @@ def main() -> None:
     a, b = run_ours(), run_ref()
     same = (a["segmentation"].cpu() == b["segmentation"].cpu()).float().mean().item()
     print(machine_line())
+    print(allocator)
     print(f"device {args.device}, {args.dtype}, {args.model}, input {tuple(pixels_ours.shape[2:])}, {load_line()}")
     print(f"pixel_values max |d| {(pixels_ours - pixels_ref).abs().max().item():.1e}; panoptic maps agree on "
           f"{100 * same:.3f}% of pixels ({len(a['segments_info'])} vs {len(b['segments_info'])} segments)")

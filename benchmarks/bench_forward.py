@@ -25,7 +25,9 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved_times, load_line, machine_line, ratio_summary, same_weights_pair  # noqa: E402
+from common import (  # noqa: E402
+    interleaved_times, load_line, machine_line, ratio_summary, same_weights_pair, steady_allocator,
+)
 
 DEFAULT_SIZES = ["swin-tiny:800x1088", "swin-tiny:384x384", "swin-large:384x384"]
 
@@ -59,10 +61,14 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true", help="ours replays a captured CUDA graph (CUDA only)")
     parser.add_argument("--agreement-inputs", type=int, default=3,
                         help="random inputs (seeds 0..N-1) on which the outputs are compared; the first is timed")
+    parser.add_argument("--steady-allocator", action="store_true",
+                        help="first set glibc's malloc to serve blocks up to 64 MB from its heap (common.steady_allocator)")
     args = parser.parse_args()
+    allocator = steady_allocator() if args.steady_allocator else "allocator: as the system sets it"
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     print(machine_line())
+    print(allocator)
     print(f"device {args.device}, {args.dtype}{' (autocast)' if dtype != torch.float32 else ''}, {load_line()}")
     print(f"{'model':12} {'input':>10} {'ours s':>8} {'hf s':>8} {'ratio':>6} {'max |d| masks':>14} {'max |d| cls':>12}"
           f"  max |d| masks per input")

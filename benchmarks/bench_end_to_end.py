@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
-    interleaved_times, load_line, machine_line, ratio_summary, same_weights_pair, steady_allocator,
+    allocator_setting, interleaved_times, load_line, machine_line, ratio_summary, same_weights_pair,
 )
 
 
@@ -32,9 +32,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--steady-allocator", action="store_true",
-                        help="first set glibc's malloc to serve blocks up to 64 MB from its heap (common.steady_allocator)")
+                        help="first let glibc serve blocks up to 64 MB from its heap (common.steady_allocator)")
     args = parser.parse_args()
-    allocator = steady_allocator() if args.steady_allocator else "allocator: as the system sets it"
+    allocator = allocator_setting(args.steady_allocator)
     torch.set_num_threads(args.threads)
 
     import imgviz

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
-    interleaved_times, load_line, machine_line, ratio_summary, same_weights_pair, steady_allocator,
+    allocator_setting, interleaved_times, load_line, machine_line, ratio_summary, same_weights_pair,
 )
 
 DEFAULT_SIZES = ["swin-tiny:800x1088", "swin-tiny:384x384", "swin-large:384x384"]
@@ -62,9 +62,9 @@ def main() -> None:
     parser.add_argument("--agreement-inputs", type=int, default=3,
                         help="random inputs (seeds 0..N-1) on which the outputs are compared; the first is timed")
     parser.add_argument("--steady-allocator", action="store_true",
-                        help="first set glibc's malloc to serve blocks up to 64 MB from its heap (common.steady_allocator)")
+                        help="first let glibc serve blocks up to 64 MB from its heap (common.steady_allocator)")
     args = parser.parse_args()
-    allocator = steady_allocator() if args.steady_allocator else "allocator: as the system sets it"
+    allocator = allocator_setting(args.steady_allocator)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     print(machine_line())

@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "processing"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_times, load_line, machine_line, steady_allocator  # noqa: E402
+from common import allocator_setting, interleaved_times, load_line, machine_line  # noqa: E402
 from processing_reference import FakeOutputs, realistic_outputs  # noqa: E402
 
 from mask2former.processing import Mask2FormerImageProcessor  # noqa: E402
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's malloc settings alone (see common.steady_allocator)")
     args = parser.parse_args()
-    allocator = "allocator: as the system sets it" if args.default_allocator else steady_allocator()
+    allocator = allocator_setting(not args.default_allocator)
     torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else args.repeats
 

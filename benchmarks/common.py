@@ -78,7 +78,15 @@ def ratio_summary(ours: list[float], theirs: list[float]) -> tuple[float, float,
     return statistics.median(ours), statistics.median(theirs), statistics.median(a / b for a, b in zip(ours, theirs))
 
 
-_MMAP_THRESHOLD, _TRIM_THRESHOLD = -3, -1  # glibc's mallopt parameter numbers (malloc.h: M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)
+_MMAP_THRESHOLD, _TRIM_THRESHOLD = -3, -1  # glibc mallopt parameters (malloc.h: M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)
+
+
+DEFAULT_ALLOCATOR = "allocator: as the system sets it"
+
+
+def allocator_setting(steady: bool) -> str:
+    """:func:`steady_allocator` when ``steady``, else nothing changed; either way the line that says which."""
+    return steady_allocator() if steady else DEFAULT_ALLOCATOR
 
 
 def steady_allocator(mmap_threshold: int = 64 << 20) -> str:
@@ -98,9 +106,9 @@ def steady_allocator(mmap_threshold: int = 64 << 20) -> str:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
-        return "allocator: as the system sets it (no glibc mallopt)"
+        return f"{DEFAULT_ALLOCATOR} (no glibc mallopt)"
     if not (mallopt(_MMAP_THRESHOLD, mmap_threshold) and mallopt(_TRIM_THRESHOLD, 2 * mmap_threshold)):
-        return "allocator: as the system sets it (mallopt refused)"
+        return f"{DEFAULT_ALLOCATOR} (mallopt refused)"
     return f"allocator: glibc heap for blocks up to {mmap_threshold >> 20} MB (M_MMAP_THRESHOLD), freed memory kept"
 
 

@@ -232,6 +232,10 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
         result.model_dir = output_dir / "model"
         model.save_pretrained(result.model_dir)
         run_processor(config).save_pretrained(result.model_dir)
+    if ctx.world_size > 1:
+        # every process returns once the model is on disk, and none closes its connections while another still
+        # waits on the last collective
+        dist.barrier()
     return result
 
 

@@ -13,7 +13,9 @@ from typing import Callable
 import numpy as np
 import PIL.Image
 
+from .pass_order import horizontal_first
 from .pillow_memory import as_array
+from .row_bands import Band, exact_row_bands
 from .threads import Step
 
 Planes = list[np.ndarray]  # three (rows, columns) channel planes, uint8 or float32
@@ -73,41 +75,85 @@ def can_split(image: np.ndarray | PIL.Image.Image, height: int, width: int, resa
 
 
 def banded_resize(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int, parts: int,
-                  sink: Sink) -> tuple[list[Step], list[Step]]:
+                  sink: Sink) -> tuple[list[Step], list[Step]] | None:
     """``image.resize((width, height), resample)`` as two lists of steps for :func:`~.threads.run_shared`, to run
-    one after the other: the horizontal pass on row bands of the input, then the vertical pass on column bands of
-    its result, each pass in at most ``parts`` bands. Together they give exactly the pixels of one call; each final
-    piece reaches ``sink`` once, from the thread that committed it. Only for :func:`can_split` images.
+    one after the other (the second may be empty), in at most ``parts`` bands each. Together they give exactly the
+    pixels of one call; each final piece reaches ``sink`` once, from the thread that committed it. None where the
+    installed Pillow's order of passes is not known (:func:`~.pass_order.horizontal_first`): resize in one piece.
+    Only for :func:`can_split` images.
 
-    Pillow resamples in two passes with an 8-bit image in between: horizontally when the width changes, then
-    vertically when the height changes, each pass with coefficients that depend only on its axis's input and output
-    lengths. Rows are independent in the first pass and columns in the second.
+    Pillow resamples in two passes with an 8-bit image in between, each with coefficients that depend only on its
+    axis's lengths; rows are independent in the horizontal pass and columns in the vertical one. One round of
+    whole-row bands where :func:`~.row_bands.exact_row_bands` finds exact ones (bilinear), otherwise the first pass
+    in bands along which it is independent and the second in bands along which that one is.
     """
     source = PIL.Image.fromarray(image) if isinstance(image, np.ndarray) else image
     in_width, in_height = source.size
-
-    def rows_resized(top: int, bottom: int) -> PIL.Image.Image:  # rows [top, bottom) after the horizontal pass
-        return source.crop((0, top, in_width, bottom)).resize((width, bottom - top), resample)
-
-    def rows_planes(top: int, bottom: int) -> Planes:  # when the horizontal pass is the whole resize
-        return _planes(rows_resized(top, bottom))
-
-    if in_width == width:
-        across = source
-        first: list[Step] = []
-    elif in_height == height:
-        bands = _bands(in_height, parts)
-        return [(partial(rows_planes, top, bottom), partial(sink, top, 0)) for top, bottom in bands], []
+    if in_height == height:  # one horizontal pass: row bands
+        return [_rows_step(source, top, bottom, width, resample, sink) for top, bottom in _bands(height, parts)], []
+    if in_width == width:  # one vertical pass
+        first_pass = True
     else:
-        across = PIL.Image.new("RGB", (width, in_height), None)  # None: every pixel is pasted
-        first = [(partial(rows_resized, top, bottom), lambda band, top=top: across.paste(band, (0, top)))
-                 for top, bottom in _bands(in_height, parts)]
-
-    def columns_resized(left: int, right: int) -> Planes:  # columns [left, right) after both passes
-        return _planes(across.crop((left, 0, right, in_height)).resize((right - left, height), resample))
-
-    second = [(partial(columns_resized, left, right), partial(sink, 0, left)) for left, right in _bands(width, parts)]
+        first_pass = horizontal_first(in_width, in_height, width, height)
+        if first_pass is None:
+            return None
+    bands = exact_row_bands(in_height, height, parts) if resample == PIL.Image.Resampling.BILINEAR else None
+    if bands is not None:
+        return [_row_band_step(source, band, width, resample, first_pass, sink) for band in bands], []
+    if first_pass:  # horizontal on row bands of the source, then vertical on column bands of that
+        across = source if in_width == width else PIL.Image.new("RGB", (width, in_height), None)
+        first = [] if in_width == width else [
+            (partial(_resized, source, (0, top, in_width, bottom), (width, bottom - top), resample),
+             partial(_paste, across, top=top)) for top, bottom in _bands(in_height, parts)]
+        second = [(partial(_planes_of, across, (left, 0, right, in_height), (right - left, height), resample),
+                   partial(sink, 0, left)) for left, right in _bands(width, parts)]
+        return first, second
+    # vertical on column bands of the source, then horizontal on row bands of that: whole output rows
+    down = PIL.Image.new("RGB", (in_width, height), None)  # None: every pixel is pasted
+    first = [(partial(_resized, source, (left, 0, right, in_height), (right - left, height), resample),
+              partial(_paste, down, left=left)) for left, right in _bands(in_width, parts)]
+    second = [_rows_step(down, top, bottom, width, resample, sink) for top, bottom in _bands(height, parts)]
     return first, second
+
+
+def _resized(source: PIL.Image.Image, crop: tuple[int, int, int, int], size: tuple[int, int],
+             resample: int) -> PIL.Image.Image:
+    """One pass over a piece of ``source``: the crop changes length along one axis only."""
+    return source.crop(crop).resize(size, resample)
+
+
+def _planes_of(source: PIL.Image.Image, crop: tuple[int, int, int, int], size: tuple[int, int],
+               resample: int) -> Planes:
+    return _planes(_resized(source, crop, size, resample))
+
+
+def _paste(target: PIL.Image.Image, piece: PIL.Image.Image, top: int = 0, left: int = 0) -> None:
+    target.paste(piece, (left, top))
+
+
+def _rows_step(source: PIL.Image.Image, top: int, bottom: int, width: int, resample: int, sink: Sink) -> Step:
+    """Rows [top, bottom) of ``source`` resized horizontally to ``width``: whole rows of the result."""
+    return (partial(_planes_of, source, (0, top, source.size[0], bottom), (width, bottom - top), resample),
+            partial(sink, top, 0))
+
+
+def _row_band_step(source: PIL.Image.Image, band: Band, width: int, resample: int, horizontal_first: bool,
+                   sink: Sink) -> Step:
+    return partial(_row_band, source, band, width, resample, horizontal_first), partial(sink, band[0], 0)
+
+
+def _row_band(source: PIL.Image.Image, band: Band, width: int, resample: int, horizontal_first: bool) -> Planes:
+    """Output rows [top, bottom) from the source rows [first, last) they read, both passes in Pillow's order; the
+    vertical one over the band's source span [y0, y1) as a box, which :func:`~.row_bands.exact_row_bands` has
+    found to give exactly the rows of the whole resize."""
+    top, bottom, first, last, y0, y1 = band
+    in_width = source.size[0]
+    rows = source.crop((0, first, in_width, last))
+    if horizontal_first:
+        across = rows if width == in_width else rows.resize((width, last - first), resample)
+        return _planes(across.resize((width, bottom - top), resample, box=(0, y0 - first, width, y1 - first)))
+    down = rows.resize((in_width, bottom - top), resample, box=(0, y0 - first, in_width, y1 - first))
+    return _planes(down if width == in_width else down.resize((width, bottom - top), resample))
 
 
 def _bands(length: int, parts: int) -> list[tuple[int, int]]:

@@ -97,11 +97,12 @@ def images_to_batch(
     Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding.
 
     With more than one torch thread (``torch.get_num_threads()``) and enough pixels, the work is shared by that many
-    threads (:func:`~.threads.run_shared`): one step per image, or, with fewer images than threads, two rounds of
-    bands of each 8-bit RGB image, Pillow's horizontal pass in row bands and then its vertical pass in column bands
-    (:func:`~.resize.banded_resize`), ``_BANDS_PER_THREAD`` per thread and round, so that the calling thread can take
-    over the work of a slow helper. The arithmetic is NumPy's, on the thread that commits the piece: NumPy and Pillow
-    release the GIL and start no threads of their own, so the threads do not compete with a second pool.
+    threads (:func:`~.threads.run_shared`): one step per image, or, with fewer images than threads, bands of each
+    8-bit RGB image (:func:`~.resize.banded_resize`: one round of whole-row bands where they are exact, otherwise
+    two rounds, one per Pillow pass), ``_BANDS_PER_THREAD`` per thread and round, so that the calling thread can take
+    over the work of a slow helper. The thread that commits a piece writes it with NumPy, which like Pillow releases
+    the GIL and starts no threads of its own, so the threads do not compete with a second pool; pieces of whole
+    rows are scaled there too, column bands at the end on the calling thread.
     """
     reuse_pillow_blocks()
     height, width = padded_size
@@ -110,14 +111,18 @@ def images_to_batch(
     pixel_mask = empty((len(images), height, width), torch.int64)
     values, mask = batch.numpy(), pixel_mask.numpy()
     scale32, shift32 = scale.numpy().astype(np.float32), shift.numpy().astype(np.float32)
+    in_rows = [True] * len(images)  # every piece of the image came as whole rows, already scaled
 
     def write(index: int, top: int, left: int, planes: list[np.ndarray]) -> None:
-        """One resized piece (three (rows, columns) planes) at (top, left) of image ``index``."""
+        """One resized piece (three (rows, columns) planes) at (top, left) of image ``index``; whole rows are scaled
+        here, over the padded width, where the slice is contiguous (~5x faster than a narrower one)."""
         rows, columns = planes[0].shape
-        for channel, plane in enumerate(planes):  # uint8 or float32 -> float32, then one multiply and one add
-            target = values[index, channel, top:top + rows, left:left + columns]
-            np.multiply(plane, scale32[channel], out=target, dtype=np.float32)
-            np.add(target, shift32[channel], out=target)
+        for channel, plane in enumerate(planes):
+            np.copyto(values[index, channel, top:top + rows, left:left + columns], plane, casting="unsafe")
+        if left == 0 and columns == sizes[index][1]:
+            _scale_rows(values[index, :, top:top + rows], scale32, shift32)
+        else:
+            in_rows[index] = False
 
     pixels = sum(h * w for h, w in sizes)
     threads = torch.get_num_threads() if pixels >= _THREADS_FROM else 1
@@ -126,21 +131,34 @@ def images_to_batch(
     second: list[Step] = []
     for index, (image, size) in enumerate(zip(images, sizes)):
         sink = functools.partial(write, index)
-        if in_bands and can_split(image, *size, resample):
-            horizontal, vertical = banded_resize(image, *size, resample, threads * _BANDS_PER_THREAD, sink)
-            first += horizontal
-            second += vertical
+        banded = banded_resize(image, *size, resample, threads * _BANDS_PER_THREAD, sink) if (
+            in_bands and can_split(image, *size, resample)) else None
+        if banded is not None:
+            first += banded[0]
+            second += banded[1]
         else:
             first.append((functools.partial(resized_planes, image, *size, resample), functools.partial(sink, 0, 0)))
     run_shared(first, threads)
     run_shared(second, threads)
-    for index, (h, w) in enumerate(sizes):  # the mask in whole rows: written per band it cost ~3x as much
+    for index, (h, w) in enumerate(sizes):
+        if not in_rows[index]:  # written in column bands: scaled here, in whole rows
+            _scale_rows(values[index, :, :h], scale32, shift32)
+        # the padding and the mask in whole rows: written per band they cost ~3x as much
         values[index, :, :h, w:] = 0.0
         values[index, :, h:] = 0.0
         mask[index, :h, :w] = 1
         mask[index, :h, w:] = 0
         mask[index, h:] = 0
     return batch, pixel_mask
+
+
+def _scale_rows(rows: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> None:
+    """``rows = rows * scale + shift`` in place, per channel, for (3, n, W_pad) float32 rows of the batch. The padding
+    columns hold whatever the memory held until they are zeroed, hence no floating-point warnings."""
+    with np.errstate(all="ignore"):
+        for channel in range(3):
+            np.multiply(rows[channel], scale[channel], out=rows[channel])
+            np.add(rows[channel], shift[channel], out=rows[channel])
 
 
 def as_resample(resample: int | PIL.Image.Resampling | None) -> PIL.Image.Resampling:

@@ -110,6 +110,39 @@ def test_instance_matches_reference(geometry):
             assert (ours != mask).float().mean() < 1e-4
 
 
+@pytest.mark.parametrize("threshold", [0.8, 0.97])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_instance_map_matches_reference(geometry, threshold):
+    """The id map from the reference masks: each pixel to the best instance covering it; instances left with less
+    than ``threshold`` of their mask dropped, the map painted again without them, ids renumbered."""
+    outputs = outputs_for(geometry, seed=1)
+    outputs.masks_queries_logits[:, :3] += 25.0  # three objects spill into their neighbours: masks overlap
+    results = PROCESSOR.post_process_instance_segmentation(outputs, target_sizes=geometry[3],
+                                                           overlap_mask_area_threshold=threshold)
+    dropped_any = False
+    for index, result in enumerate(results):
+        instances = reference_instances(outputs, index, target_size=target(geometry, index))
+        masks = torch.stack([mask for _, _, mask in instances])  # (n, H, W), best first
+
+        def paint(alive):
+            covered = masks & alive[:, None, None]
+            first = covered.float().argmax(0)
+            return torch.where(covered.any(0), first, -1)
+
+        alive = torch.ones(len(instances), dtype=torch.bool)
+        owner = paint(alive)
+        visible = torch.stack([(owner == i).sum() for i in range(len(instances))])
+        alive = visible >= threshold * masks.sum((1, 2))
+        dropped_any |= not bool(alive.all())
+        owner = paint(alive)
+        new_id = torch.cumsum(alive.long(), 0) - 1
+        expected = torch.where(owner >= 0, new_id[owner.clamp(min=0)], -1)
+        assert [(info["label_id"], round(info["score"], 4)) for info in result["segments_info"]] == [
+            (label, round(score, 4)) for (score, label, _), kept in zip(instances, alive.tolist()) if kept]
+        assert (result["segmentation"].long() != expected).float().mean() < 1e-3
+    assert dropped_any or threshold == 0.8
+
+
 def test_instance_map_resolves_overlaps_and_drops_mostly_hidden_instances():
     outputs = realistic_outputs(batch=1, queries=12, classes=4, height=20, width=20, objects=0, seed=3)
     outputs.masks_queries_logits[:] = -20.0

@@ -440,18 +440,20 @@ class _InstanceTiles:
         """(T_h, T_w) int32 map: each pixel goes to the best-ranked kept instance covering it (-1 none). Instances
         left with less than ``overlap_threshold`` of their mask are dropped and the map is painted without them."""
         count, device = len(info), self.mask.device
-        rows = rank[self.owner].to(torch.int16)  # (N,) ranks < TOP_K_INSTANCES: small integers suffice
-        exists = frame.exists(torch.arange(frame.num_blocks, device=device))  # (nb, B*B)
+        ranks = rank[self.owner]  # (N,)
+        # float32 holds these small integers exactly, and its scatter-min is ~10x faster on CPU than an integer one's
+        rows = ranks.to(torch.float32)
 
         def paint(alive: Tensor) -> Tensor:  # alive: (count + 1,) bool, the last entry (dropped) False
-            owner = torch.full((frame.num_blocks, BLOCK_SIZE**2), count, dtype=torch.int16, device=device)
-            value = torch.where(self.mask & alive[rows.long()][:, None], rows[:, None], count)  # (N, B*B)
+            owner = torch.full((frame.num_blocks, BLOCK_SIZE**2), float(count), device=device)
+            value = torch.where(self.mask & alive[ranks][:, None], rows[:, None], float(count))  # (N, B*B)
             return owner.scatter_reduce_(0, self.block[:, None].expand_as(value), value, "amin").long()
 
         alive = torch.ones(count + 1, dtype=torch.bool, device=device)
         alive[count] = False
         owner = paint(alive)
-        visible = torch.bincount(owner[exists], minlength=count + 1)[:count].to(area.dtype)
+        # the tiles' masks leave out the pixels of edge blocks beyond the image, so those stay ``count`` (none)
+        visible = torch.bincount(owner.reshape(-1), minlength=count + 1)[:count].to(area.dtype)
         alive[:count] = visible >= overlap_threshold * area
         if not bool(alive[:count].all()):
             owner = paint(alive)

@@ -290,8 +290,10 @@ def _panoptic_blocks(frame: _Frame, logits: Tensor, scores: Tensor, blocks: Tens
     winner_index = winner.long()
     if exists is not None:  # pixels past the image edge go to a spare bin
         winner = winner + (n - winner) * (~exists).float()
-    counts[0] += torch.bincount(winner.long().reshape(-1), minlength=n + 1)[:n]
-    counts[1] += torch.bincount((winner + (n - winner) * (1.0 - on)).long().reshape(-1), minlength=n + 1)[:n]
+    # one count of (winner, painted) pairs: bin 2q + 1 holds query q's painted pixels, 2q its unpainted ones
+    pairs = torch.bincount((winner * 2.0 + on).long().reshape(-1), minlength=2 * n + 2).view(n + 1, 2)[:n]
+    counts[0] += pairs.sum(1)
+    counts[1] += pairs[:, 1]
     return counts, winner_index, on.bool()
 
 

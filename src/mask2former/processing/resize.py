@@ -87,19 +87,20 @@ def banded_resize(image: np.ndarray | PIL.Image.Image, height: int, width: int, 
     whole-row bands where :func:`~.row_bands.exact_row_bands` finds exact ones (bilinear), otherwise the first pass
     in bands along which it is independent and the second in bands along which that one is.
     """
-    source = PIL.Image.fromarray(image) if isinstance(image, np.ndarray) else image
-    in_width, in_height = source.size
-    if in_height == height:  # one horizontal pass: row bands
-        return [_rows_step(source, top, bottom, width, resample, sink) for top, bottom in _bands(height, parts)], []
-    if in_width == width:  # one vertical pass
-        first_pass = True
-    else:
+    in_height, in_width = image.shape[:2] if isinstance(image, np.ndarray) else image.size[::-1]
+    if in_width != width and in_height != height:
         first_pass = horizontal_first(in_width, in_height, width, height)
         if first_pass is None:
             return None
-    bands = exact_row_bands(in_height, height, parts) if resample == PIL.Image.Resampling.BILINEAR else None
-    if bands is not None:
-        return [_row_band_step(source, band, width, resample, first_pass, sink) for band in bands], []
+    else:
+        first_pass = True
+    bands = exact_row_bands(in_height, height, parts) if (
+        resample == PIL.Image.Resampling.BILINEAR and in_height != height) else None
+    if bands is not None:  # each band converts its own rows of an array input, on its thread
+        return [_row_band_step(image, band, width, resample, first_pass, sink) for band in bands], []
+    source = PIL.Image.fromarray(image) if isinstance(image, np.ndarray) else image
+    if in_height == height:  # one horizontal pass: row bands
+        return [_rows_step(source, top, bottom, width, resample, sink) for top, bottom in _bands(height, parts)], []
     if first_pass:  # horizontal on row bands of the source, then vertical on column bands of that
         across = source if in_width == width else PIL.Image.new("RGB", (width, in_height), None)
         first = [] if in_width == width else [
@@ -137,18 +138,22 @@ def _rows_step(source: PIL.Image.Image, top: int, bottom: int, width: int, resam
             partial(sink, top, 0))
 
 
-def _row_band_step(source: PIL.Image.Image, band: Band, width: int, resample: int, horizontal_first: bool,
-                   sink: Sink) -> Step:
+def _row_band_step(source: np.ndarray | PIL.Image.Image, band: Band, width: int, resample: int,
+                   horizontal_first: bool, sink: Sink) -> Step:
     return partial(_row_band, source, band, width, resample, horizontal_first), partial(sink, band[0], 0)
 
 
-def _row_band(source: PIL.Image.Image, band: Band, width: int, resample: int, horizontal_first: bool) -> Planes:
+def _row_band(source: np.ndarray | PIL.Image.Image, band: Band, width: int, resample: int,
+              horizontal_first: bool) -> Planes:
     """Output rows [top, bottom) from the source rows [first, last) they read, both passes in Pillow's order; the
     vertical one over the band's source span [y0, y1) as a box, which :func:`~.row_bands.exact_row_bands` has
     found to give exactly the rows of the whole resize."""
     top, bottom, first, last, y0, y1 = band
-    in_width = source.size[0]
-    rows = source.crop((0, first, in_width, last))
+    if isinstance(source, np.ndarray):
+        rows = PIL.Image.fromarray(source[first:last])
+    else:
+        rows = source.crop((0, first, source.size[0], last))
+    in_width = rows.size[0]
     if horizontal_first:
         across = rows if width == in_width else rows.resize((width, last - first), resample)
         return _planes(across.resize((width, bottom - top), resample, box=(0, y0 - first, width, y1 - first)))

@@ -76,12 +76,14 @@ def test_row_bands_are_exact_on_random_sizes(seed):
 
 
 def test_row_bands_of_common_photo_sizes():
-    """480 -> 800 rows (640x480 photos) splits into 4 exact bands; 427 -> 800 has no integer band edge."""
+    """480 -> 800 rows (640x480 photos) splits at integer source rows; 427 -> 800 (640x427) at quarter rows, which a
+    C float holds exactly; 3 -> 800 has no edge a float holds, so no bands."""
     bands = exact_row_bands(480, 800, 4)
     assert [band[:2] for band in bands] == [(0, 200), (200, 400), (400, 600), (600, 800)]
     assert [band[4:] for band in bands] == [(0, 120), (120, 240), (240, 360), (360, 480)]
     assert all(first <= y0 and y1 <= last for _, _, first, last, y0, y1 in bands), "the box lies in the read rows"
-    assert exact_row_bands(427, 800, 4) is None
+    assert [band[4] for band in exact_row_bands(427, 800, 4)] == [0.0, 106.75, 213.5, 320.25]
+    assert exact_row_bands(3, 800 * 3 + 1, 4) is None
 
 
 def test_bilinear_taps_follow_pillow(monkeypatch):

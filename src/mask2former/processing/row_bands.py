@@ -6,8 +6,9 @@ rows ``[top, bottom)`` alone, resize the source rows ``[first, last)`` they read
 vertically with ``box=(0, y0 - first, width, y1 - first)``, where ``[y0, y1)`` is the band's span in source rows.
 Pillow then derives the weights from the box (centre ``box_top + (j + 0.5) * scale``) instead of from the whole
 image (centre ``(top + j + 0.5) * scale``), and the two can differ in the last bit of a double.
-:func:`exact_row_bands` therefore only proposes bands whose edges map to integer source rows (so the scales and the
-centres agree up to rounding), evaluates both sets of fixed-point weights with the same arithmetic as Pillow's
+:func:`exact_row_bands` therefore only proposes bands whose edges map to source rows that a C float holds exactly
+(integers, or fractions with a power-of-two denominator), so that the scales and the centres agree up to rounding,
+evaluates both sets of fixed-point weights with the same arithmetic as Pillow's
 ``precompute_coeffs`` and ``normalize_coeffs_8bpc``, and accepts the bands only when they are equal *and* every
 rounding decision is at least ``_MARGIN`` away from its boundary, so that a last-bit difference (or a compiler's
 fused multiply-add in Pillow's build) cannot change any of them. Tests check the result against Pillow itself.
@@ -65,7 +66,7 @@ def bilinear_taps(in_size: int, top: float, bottom: float, out_size: int) -> _Ta
 
 
 # output rows [top, bottom), the source rows [first, last) they read, and their span [y0, y1) in source rows
-Band = tuple[int, int, int, int, int, int]
+Band = tuple[int, int, int, int, float, float]
 
 
 @lru_cache(maxsize=256)
@@ -75,8 +76,11 @@ def exact_row_bands(in_size: int, out_size: int, parts: int) -> tuple[Band, ...]
     there is no such split into at least two bands."""
     if parts < 2 or in_size < 1 or out_size < 2:
         return None
-    period = out_size // math.gcd(in_size, out_size)  # output rows per integer source row of a band edge
-    edges = sorted({0, out_size} | {round(out_size * part / parts / period) * period for part in range(1, parts)})
+    # An edge's source row top * in / out must be exact as a C float: a multiple of the odd part of out / gcd gives
+    # a power-of-two denominator (a quarter, a thirty-second...).
+    period = out_size // math.gcd(in_size, out_size)
+    step = period // (period & -period)
+    edges = sorted({0, out_size} | {round(out_size * part / parts / step) * step for part in range(1, parts)})
     spans = [(top, bottom) for top, bottom in zip(edges, edges[1:]) if bottom > top]
     if len(spans) < 2:
         return None
@@ -86,7 +90,9 @@ def exact_row_bands(in_size: int, out_size: int, parts: int) -> tuple[Band, ...]
     bands = []
     for top, bottom in spans:
         first, last = int(whole.first[top:bottom].min()), int(whole.last[top:bottom].max())
-        y0, y1 = top * in_size // out_size, bottom * in_size // out_size
+        y0, y1 = top * in_size / out_size, bottom * in_size / out_size
+        if float(np.float32(y0 - first)) != y0 - first or float(np.float32(y1 - first)) != y1 - first:
+            return None
         band = bilinear_taps(last - first, y0 - first, y1 - first, bottom - top)
         rows = np.where(band.weights != 0, band.rows + first, -1)
         if not (band.clear and np.array_equal(rows, whole.rows[top:bottom])

@@ -75,12 +75,12 @@ def can_split(image: np.ndarray | PIL.Image.Image, height: int, width: int, resa
 
 
 def banded_resize(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int, parts: int,
-                  sink: Sink) -> tuple[list[Step], list[Step]] | None:
+                  sink: Sink, rounds: int = 2) -> tuple[list[Step], list[Step]] | None:
     """``image.resize((width, height), resample)`` as two lists of steps for :func:`~.threads.run_shared`, to run
     one after the other (the second may be empty), in at most ``parts`` bands each. Together they give exactly the
     pixels of one call; each final piece reaches ``sink`` once, from the thread that committed it. None where the
-    installed Pillow's order of passes is not known (:func:`~.pass_order.horizontal_first`): resize in one piece.
-    Only for :func:`can_split` images.
+    installed Pillow's order of passes is not known (:func:`~.pass_order.horizontal_first`), or where it would take
+    two rounds and ``rounds`` is 1: resize in one piece then. Only for :func:`can_split` images.
 
     Pillow resamples in two passes with an 8-bit image in between, each with coefficients that depend only on its
     axis's lengths; rows are independent in the horizontal pass and columns in the vertical one. One round of
@@ -98,6 +98,8 @@ def banded_resize(image: np.ndarray | PIL.Image.Image, height: int, width: int, 
         resample == PIL.Image.Resampling.BILINEAR and in_height != height) else None
     if bands is not None:  # each band converts its own rows of an array input, on its thread
         return [_row_band_step(image, band, width, resample, first_pass, sink) for band in bands], []
+    if in_height != height and rounds < 2:
+        return None
     source = PIL.Image.fromarray(image) if isinstance(image, np.ndarray) else image
     if in_height == height:  # one horizontal pass: row bands
         return [_rows_step(source, top, bottom, width, resample, sink) for top, bottom in _bands(height, parts)], []

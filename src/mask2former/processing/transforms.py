@@ -97,12 +97,13 @@ def images_to_batch(
     Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding.
 
     With more than one torch thread (``torch.get_num_threads()``) and enough pixels, the work is shared by that many
-    threads (:func:`~.threads.run_shared`): one step per image, or, with fewer images than threads, bands of each
-    8-bit RGB image (:func:`~.resize.banded_resize`: one round of whole-row bands where they are exact, otherwise
-    two rounds, one per Pillow pass), ``_BANDS_PER_THREAD`` per thread and round, so that the calling thread can take
-    over the work of a slow helper. The thread that commits a piece writes it with NumPy, which like Pillow releases
-    the GIL and starts no threads of its own, so the threads do not compete with a second pool; pieces of whole
-    rows are scaled there too, column bands at the end on the calling thread.
+    threads (:func:`~.threads.run_shared`) in pieces of 8-bit RGB images (:func:`~.resize.banded_resize`): whole-row
+    bands in one round where they are exact; otherwise, with fewer images than threads, two rounds, one per Pillow
+    pass; otherwise one step per image. About ``_BANDS_PER_THREAD`` pieces per thread and round, so that the calling
+    thread can take over the work of a slow helper. The thread that commits a piece writes it with NumPy, which like
+    Pillow releases the GIL and starts no threads of its own, so the threads do not compete with a second pool;
+    pieces of whole rows are scaled and their mask written there too, images cut in column bands at the end on the
+    calling thread.
     """
     reuse_pillow_blocks()
     height, width = padded_size
@@ -135,13 +136,15 @@ def images_to_batch(
 
     pixels = sum(h * w for h, w in sizes)
     threads = torch.get_num_threads() if pixels >= _THREADS_FROM else 1
-    in_bands = 1 < threads and len(images) < threads  # fewer images than threads: cut them into bands
+    # Exact whole-row bands (one round) for every image; two rounds of bands only with fewer images than threads.
+    rounds = 2 if len(images) < threads else 1
+    parts = max(2, threads * _BANDS_PER_THREAD // len(images))
     first: list[Step] = []
     second: list[Step] = []
     for index, (image, size) in enumerate(zip(images, sizes)):
         sink = functools.partial(write, index)
-        banded = banded_resize(image, *size, resample, threads * _BANDS_PER_THREAD, sink) if (
-            in_bands and can_split(image, *size, resample)) else None
+        banded = banded_resize(image, *size, resample, parts, sink, rounds) if (
+            threads > 1 and can_split(image, *size, resample)) else None
         if banded is not None:
             first += banded[0]
             second += banded[1]

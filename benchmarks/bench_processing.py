@@ -1,6 +1,6 @@
 """Preprocessing and post-processing speed against transformers' PIL-based Mask2Former processor, same inputs.
 
-    python benchmarks/bench_processing.py [--threads 1] [--repeats 7] [--device cpu|cuda] [--quick] [--no-worst-case]
+    python benchmarks/bench_processing.py [--threads N] [--repeats 7] [--device cpu|cuda] [--quick] [--no-worst-case]
                                           [--only preprocessing|post-processing]
 
 Rows (each: transformers ms, ours ms, ratio = transformers / ours, and how far the two results agree):
@@ -200,7 +200,7 @@ def exact_agreement(theirs: Any, ours: Any, device: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for both (default 1)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for both (default: torch's own, one per core)")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds per row (default 7)")
     parser.add_argument("--device", default="cpu", help="device of the model outputs for post-processing")
     parser.add_argument("--quick", action="store_true", help="3 rounds, no worst-case section")
@@ -210,7 +210,8 @@ def main() -> None:
                         help="leave glibc's malloc settings alone (see common.steady_allocator)")
     args = parser.parse_args()
     allocator = allocator_setting(not args.default_allocator)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else args.repeats
 
     from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil

@@ -1,17 +1,17 @@
 """Output row bands of a Pillow bilinear resize that can be computed separately and still give its exact pixels.
 
-Pillow resamples an 8-bit image horizontally, then vertically; each output row of the vertical pass is a weighted
-sum of a few rows of the horizontal pass's result, with weights rounded to 22-bit fixed point. To compute output
-rows ``[top, bottom)`` alone, resize the source rows ``[first, last)`` they read horizontally, then resize that
-vertically with ``box=(0, y0 - first, width, y1 - first)``, where ``[y0, y1)`` is the band's span in source rows.
-Pillow then derives the weights from the box (centre ``box_top + (j + 0.5) * scale``) instead of from the whole
-image (centre ``(top + j + 0.5) * scale``), and the two can differ in the last bit of a double.
+Pillow resamples an 8-bit image in two passes (horizontal then vertical, or the other way round: :mod:`.pass_order`);
+each output row of the vertical pass is a weighted sum of a few source rows, with weights rounded to 22-bit fixed
+point. To compute output rows ``[top, bottom)`` alone, take the source rows ``[first, last)`` they read and resize
+them with the vertical pass over ``box=(0, y0 - first, width, y1 - first)``, where ``[y0, y1)`` is the band's span
+in source rows. Pillow then derives the weights from the box (centre ``box_top + (j + 0.5) * scale``) instead of
+from the whole image (centre ``(top + j + 0.5) * scale``), and the two can differ in the last bit of a double.
 :func:`exact_row_bands` therefore only proposes bands whose edges map to source rows that a C float holds exactly
-(integers, or fractions with a power-of-two denominator), so that the scales and the centres agree up to rounding,
-evaluates both sets of fixed-point weights with the same arithmetic as Pillow's
-``precompute_coeffs`` and ``normalize_coeffs_8bpc``, and accepts the bands only when they are equal *and* every
-rounding decision is at least ``_MARGIN`` away from its boundary, so that a last-bit difference (or a compiler's
-fused multiply-add in Pillow's build) cannot change any of them. Tests check the result against Pillow itself.
+(integers, or fractions with a power-of-two denominator), so that the scales and the centres agree up to rounding;
+it evaluates both sets of fixed-point weights with the arithmetic of Pillow's ``precompute_coeffs`` and
+``normalize_coeffs_8bpc``, and accepts the bands only when they are equal *and* every rounding decision is at least
+``_MARGIN`` away from its boundary, so that a last-bit difference (or a compiler's fused multiply-add in Pillow's
+build) cannot change any of them. Tests check the result against Pillow itself.
 """
 
 from __future__ import annotations

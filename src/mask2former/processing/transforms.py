@@ -117,11 +117,11 @@ def images_to_batch(
     def finish_rows(index: int, top: int, bottom: int) -> None:
         """Rows [top, bottom) of image ``index``, written: scaled over the padded width, where the slice is
         contiguous (~5x faster than a narrower one), then the padding columns and the mask."""
-        width = sizes[index][1]
+        image_width = sizes[index][1]
         _scale_rows(values[index, :, top:bottom], scale32, shift32)
-        values[index, :, top:bottom, width:] = 0.0
-        mask[index, top:bottom, :width] = 1
-        mask[index, top:bottom, width:] = 0
+        values[index, :, top:bottom, image_width:] = 0.0
+        mask[index, top:bottom, :image_width] = 1
+        mask[index, top:bottom, image_width:] = 0
 
     def write(index: int, top: int, left: int, planes: list[np.ndarray]) -> None:
         """One resized piece (three (rows, columns) planes) at (top, left) of image ``index``; whole rows are

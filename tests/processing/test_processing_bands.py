@@ -113,13 +113,21 @@ def test_rounding_close_to_a_boundary_rules_the_bands_out(monkeypatch):
         exact_row_bands.cache_clear()
 
 
-def test_a_tall_image_resized_vertically_first_matches_transformers_on_two_threads():
+@pytest.mark.parametrize("resample", [PIL.Image.Resampling.BILINEAR, PIL.Image.Resampling.BICUBIC])
+def test_a_tall_image_resized_vertically_first_matches_transformers_on_two_threads(resample, monkeypatch):
     """2000x600 -> 800x1000: Pillow 13 shrinks the height first. Bands that assumed the horizontal pass first were a
-    level off (0.0175 after normalising) before the order was detected."""
+    level off (0.0175 after normalising) before the order was detected. Bilinear takes one round of exact row bands,
+    bicubic two rounds (vertical in column bands, then horizontal in row bands)."""
+    from mask2former.processing import transforms
+
     hf_module = pytest.importorskip("transformers.models.mask2former.image_processing_pil_mask2former")
+    rounds = []
+    monkeypatch.setattr(transforms, "banded_resize",
+                        lambda *args: rounds.append(banded := banded_resize(*args)) or banded)
     image = np.random.default_rng(0).integers(0, 256, (2000, 600, 3), dtype=np.uint8)
     size = {"height": 800, "width": 1000}
     torch.set_num_threads(2)  # restored by the one_thread fixture
-    ours = Mask2FormerImageProcessor(size=size)(image, return_tensors="pt")["pixel_values"]
-    theirs = hf_module.Mask2FormerImageProcessorPil(size=size)(image, return_tensors="pt")["pixel_values"]
-    assert (ours - theirs).abs().max().item() < 1e-4
+    ours = Mask2FormerImageProcessor(size=size, resample=resample)(image, return_tensors="pt")["pixel_values"]
+    theirs = hf_module.Mask2FormerImageProcessorPil(size=size, resample=resample)(image, return_tensors="pt")
+    assert (ours - theirs["pixel_values"]).abs().max().item() < 1e-4
+    assert len(rounds) == 1 and bool(rounds[0][1]) == (resample == PIL.Image.Resampling.BICUBIC)

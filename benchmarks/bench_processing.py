@@ -23,7 +23,8 @@ results are equal.
 
 Each row runs ours and transformers' in turn (order rotated every round, so that load hits both alike) for
 ``--repeats`` rounds; times are medians, the ratio is the median of the per-round ratios. ``--threads`` sets torch's
-thread count for both; our preprocessing prepares the images of a batch on that many threads, transformers' on one.
+thread count for both (default: torch's own); our preprocessing prepares the images of a batch on that many threads,
+transformers' on one.
 Unless ``--default-allocator``, glibc's malloc is first set so that timings do not depend on what ran before in the
 process (``common.steady_allocator``; it is also the state in which transformers' preprocessing is fastest).
 """

@@ -12,7 +12,7 @@ import torch
 
 from mask2former.processing import Mask2FormerImageProcessor, pass_order
 from mask2former.processing.resize import banded_resize
-from mask2former.processing.row_bands import bilinear_taps, exact_row_bands
+from mask2former.processing.row_bands import exact_row_bands, pillow_bilinear_taps
 from mask2former.processing.threads import run_shared
 
 BILINEAR = PIL.Image.Resampling.BILINEAR
@@ -89,7 +89,7 @@ def test_row_bands_of_common_photo_sizes():
 def test_bilinear_taps_follow_pillow(monkeypatch):
     """The model's fixed-point weights reproduce Pillow's resize of an impulse column, row by row."""
     for in_size, out_size in [(6, 9), (9, 4), (7, 7 * 3 + 1)]:
-        taps = bilinear_taps(in_size, 0, in_size, out_size)
+        taps = pillow_bilinear_taps(in_size, 0, in_size, out_size)
         assert taps.clear
         for row in range(in_size):
             impulse = np.zeros((in_size, 1), dtype=np.uint8)
@@ -107,7 +107,7 @@ def test_rounding_close_to_a_boundary_rules_the_bands_out(monkeypatch):
     monkeypatch.setattr(row_bands, "_MARGIN", 0.49)
     exact_row_bands.cache_clear()
     try:
-        assert not bilinear_taps(480, 0, 480, 800).clear
+        assert not pillow_bilinear_taps(480, 0, 480, 800).clear
         assert exact_row_bands(480, 800, 4) is None
     finally:
         exact_row_bands.cache_clear()

@@ -444,11 +444,11 @@ class _InstanceTiles:
         count, device = len(info), self.mask.device
         ranks = rank[self.owner]  # (N,)
         # float32 holds these small integers exactly, and its scatter-min is ~10x faster on CPU than an integer one's
-        rows = ranks.to(torch.float32)
+        rank_values = ranks.to(torch.float32)
 
         def paint(alive: Tensor) -> Tensor:  # alive: (count + 1,) bool, the last entry (dropped) False
             owner = torch.full((frame.num_blocks, BLOCK_SIZE**2), float(count), device=device)
-            value = torch.where(self.mask & alive[ranks][:, None], rows[:, None], float(count))  # (N, B*B)
+            value = torch.where(self.mask & alive[ranks][:, None], rank_values[:, None], float(count))  # (N, B*B)
             return owner.scatter_reduce_(0, self.block[:, None].expand_as(value), value, "amin").long()
 
         alive = torch.ones(count + 1, dtype=torch.bool, device=device)

@@ -35,7 +35,7 @@ class _Taps:
     last: np.ndarray  # (out,) int64: one past its last source row
 
 
-def bilinear_taps(in_size: int, top: float, bottom: float, out_size: int) -> _Taps:
+def pillow_bilinear_taps(in_size: int, top: float, bottom: float, out_size: int) -> _Taps:
     """Pillow's 8-bit bilinear taps for ``out_size`` outputs over source coordinates [top, bottom) of an axis of
     ``in_size`` pixels, following its ``precompute_coeffs`` and ``normalize_coeffs_8bpc`` step by step."""
     low, high = float(np.float32(top)), float(np.float32(bottom))  # the box is passed as C floats
@@ -84,7 +84,7 @@ def exact_row_bands(in_size: int, out_size: int, parts: int) -> tuple[Band, ...]
     spans = [(top, bottom) for top, bottom in zip(edges, edges[1:]) if bottom > top]
     if len(spans) < 2:
         return None
-    whole = bilinear_taps(in_size, 0, in_size, out_size)
+    whole = pillow_bilinear_taps(in_size, 0, in_size, out_size)
     if not whole.clear:
         return None
     bands = []
@@ -93,7 +93,7 @@ def exact_row_bands(in_size: int, out_size: int, parts: int) -> tuple[Band, ...]
         y0, y1 = top * in_size / out_size, bottom * in_size / out_size
         if float(np.float32(y0 - first)) != y0 - first or float(np.float32(y1 - first)) != y1 - first:
             return None
-        band = bilinear_taps(last - first, y0 - first, y1 - first, bottom - top)
+        band = pillow_bilinear_taps(last - first, y0 - first, y1 - first, bottom - top)
         rows = np.where(band.weights != 0, band.rows + first, -1)
         if not (band.clear and np.array_equal(rows, whole.rows[top:bottom])
                 and np.array_equal(band.weights, whole.weights[top:bottom])):

@@ -76,3 +76,64 @@ def test_in_place_inference_equals_out_of_place_autograd_forward():
         torch.testing.assert_close(getattr(in_place, key), getattr(recorded, key).detach(), rtol=0, atol=1e-5)
     recorded.masks_queries_logits.sum().backward()
     assert all(p.grad is not None for p in model.model.pixel_level_module.parameters() if p.requires_grad)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run benchmarks/gpu_check.sh)")
+
+
+def test_small_constant_matches_torch_tensor():
+    from mask2former.modeling.deformable_attention import small_constant
+
+    for values, dtype in (([[3, 5], [7, 11]], torch.float32), ([0, 1, 97, 98], torch.int32), ([-1.0, 2.5], torch.float64)):
+        expected = torch.tensor(values, dtype=dtype)
+        torch.testing.assert_close(small_constant(values, device="cpu", dtype=dtype), expected, rtol=0, atol=0)
+        on_meta = small_constant(values, device="meta", dtype=dtype)  # the fill path, shapes and dtypes only
+        assert on_meta.shape == expected.shape and on_meta.dtype == dtype
+    if torch.cuda.is_available():
+        got = small_constant([[3, 5], [7, 2**24 + 1]], device="cuda", dtype=torch.int64).cpu()
+        assert got.tolist() == [[3, 5], [7, 2**24 + 1]]
+
+
+@needs_cuda
+def test_cuda_graph_replay_equals_eager_forward():
+    """The inference forward makes no host-to-device copies, so it can be captured in a CUDA graph and replayed."""
+    torch.manual_seed(0)
+    model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**tiny_config_kwargs())).cuda().eval()
+    pixel_values = torch.randn(2, 3, 64, 96, device="cuda")
+    with torch.inference_mode():
+        eager = model(pixel_values)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                model(pixel_values)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = model(pixel_values)
+        pixel_values.copy_(pixel_values)  # same input; replay must reproduce the eager result
+        graph.replay()
+        torch.cuda.synchronize()
+    for key in ("class_queries_logits", "masks_queries_logits"):
+        torch.testing.assert_close(getattr(captured, key), getattr(eager, key), rtol=0, atol=1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_mixed_precision_training_step(dtype):
+    """Training under autocast on CUDA: the deformable sampling's gradient has no half-precision CUDA kernel in torch,
+    so the fast path sums in float32; every parameter still gets a finite gradient."""
+    torch.manual_seed(0)
+    model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**tiny_config_kwargs())).cuda().train()
+    pixel_values = torch.randn(2, 3, 64, 96, device="cuda")
+    masks = [torch.zeros(2, 64, 96, dtype=torch.bool, device="cuda") for _ in range(2)]
+    for m in masks:
+        m[0, :32], m[1, 32:] = True, True
+    labels = [torch.tensor([0, 1], device="cuda") for _ in range(2)]
+    with torch.autocast("cuda", dtype=dtype):
+        loss = model(pixel_values, mask_labels=masks, class_labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing[:5]
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -21,6 +21,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def small_constant(values: Sequence, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.tensor(values, device=device, dtype=dtype)`` for a handful of numbers (per-level sizes, offsets).
+
+    Off the CPU each number is written by a fill on the device instead of a copy from host memory: a forward that
+    makes its constants this way can be captured in a CUDA graph (a capture refuses host-to-device copies).
+    """
+    if torch.device(device).type == "cpu":
+        return torch.tensor(values, dtype=dtype)
+    host = torch.tensor(values, dtype=torch.float64)  # the shape and the numbers, exact for ints below 2**53
+    out = torch.empty(host.numel(), device=device, dtype=dtype)
+    for i, number in enumerate(host.flatten().tolist()):
+        out[i] = int(number) if not dtype.is_floating_point else number  # a fill kernel, the number its argument
+    return out.view(host.shape)
+
+
 def multi_scale_deformable_attention(
     value: torch.Tensor,
     spatial_shapes: Sequence[tuple[int, int]],
@@ -90,9 +105,9 @@ def multi_scale_deformable_attention_fast(
     by :func:`sample_at_pixels` after turning the normalised locations into pixel coordinates."""
     batch, num_queries, num_heads, num_levels, num_points, _ = sampling_locations.shape
     dtype = torch.promote_types(sampling_locations.dtype, torch.float32)  # coordinates never in half precision
-    level_size = torch.tensor([[w, h] for h, w in spatial_shapes], device=value.device, dtype=dtype)  # (L, 2)
+    level_size = small_constant([[w, h] for h, w in spatial_shapes], device=value.device, dtype=dtype)  # (L, 2)
     pixels = torch.addcmul(
-        level_size.new_tensor(-0.5), sampling_locations.to(dtype), level_size[:, None, :]
+        torch.full((), -0.5, device=value.device, dtype=dtype), sampling_locations.to(dtype), level_size[:, None, :]
     )  # (B, Q, nh, L, P, 2), pixel centres at integers
     pixels = pixels.view(batch, num_queries, num_heads, num_levels * num_points, 2)
     weights = attention_weights.reshape(batch, num_queries, num_heads, num_levels * num_points)
@@ -157,7 +172,7 @@ def sample_table(source: ValueTable, num_points: int, x: torch.Tensor, y: torch.
         level_starts.append(level_starts[-1] + (height + 3) * row_width)
 
     def per_column(values: list[float], kind: torch.dtype) -> torch.Tensor:  # one value per level -> (L*P,)
-        return torch.tensor(values, device=device, dtype=kind).repeat_interleave(num_points)
+        return small_constant(values, device=device, dtype=kind).repeat_interleave(num_points)
 
     x = torch.clamp(x, min=per_column([-1.0] * len(spatial_shapes), dtype), max=per_column(
         [float(w) for _, w in spatial_shapes], dtype))
@@ -177,7 +192,7 @@ def sample_table(source: ValueTable, num_points: int, x: torch.Tensor, y: torch.
     )[:, None, :, None]  # (B, 1, nh, 1)
     index_kind = torch.int64 if table.shape[0] >= 2**31 else torch.int32
     row = torch.add(image_head, position, alpha=num_heads).to(index_kind)  # (B, Q, nh, L*P)
-    corner_step = torch.tensor([0, 1, row_width, row_width + 1], device=device, dtype=index_kind) * num_heads
+    corner_step = small_constant([0, 1, row_width, row_width + 1], device=device, dtype=index_kind) * num_heads
     rows = row.view(-1, 1, lp) + corner_step[:, None]  # (N, 4, L*P): corners (0,0), (0,1), (1,0), (1,1) as (dy, dx)
 
     weights = weights.to(dtype).reshape(-1, lp)  # (N, L*P)
@@ -203,6 +218,10 @@ def weighted_row_sums(rows: torch.Tensor, table: torch.Tensor, weights: torch.Te
     records = torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad)
     if records and table.device.type == "cpu" and not torch.compiler.is_compiling():
         return _WeightedRowSums.apply(rows, table, weights)
+    if records and table.dtype in (torch.float16, torch.bfloat16):
+        # CUDA has no half-precision kernel for the gradient of per-sample weights (mixed-precision training): sum in
+        # float32 and hand back the table's dtype
+        return F.embedding_bag(rows, table.float(), mode="sum", per_sample_weights=weights.float()).to(table.dtype)
     return F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
 
 
@@ -325,7 +344,7 @@ class MultiScaleDeformableAttention(nn.Module):
         weights = self._weights(queries)  # (B, S, nh, L*P), float32
         offsets = self.sampling_offsets(queries).view(batch, seq_len, nh, nl, npt, 2)  # (B, S, nh, L, P, 2)
         # (W, H) of each level turns pixel offsets into normalised ones
-        level_sizes = torch.tensor(
+        level_sizes = small_constant(
             [(width, height) for height, width in spatial_shapes], dtype=offsets.dtype, device=offsets.device
         )  # (L, 2)
         locations = (
@@ -378,13 +397,14 @@ class MultiScaleDeformableAttention(nn.Module):
         offsets = offsets.view(batch, seq_len, 2, nh, nl, npt)  # (B, S, 2, nh, L, P)
         # (W_l, H_l) and the reference point of every output column, materialised over (2, nh, L, P): a broadcast over
         # the short head and point dimensions vectorises poorly on CPU, a contiguous operand of 2*nh*L*P does well.
-        size = torch.tensor([[w for _, w in spatial_shapes], [h for h, _ in spatial_shapes]], device=queries.device,
-                            dtype=offsets.dtype)[:, None, :, None].expand(2, nh, nl, npt).reshape(2 * count)
+        size = small_constant([[w for _, w in spatial_shapes], [h for h, _ in spatial_shapes]], device=queries.device,
+                              dtype=offsets.dtype)[:, None, :, None].expand(2, nh, nl, npt).reshape(2 * count)
         reference = reference_points.transpose(2, 3)[:, :, :, None, :, None]  # (B|1, S, 2, 1, L|1, 1)
         reference = reference.expand(-1, -1, 2, nh, nl, npt).reshape(reference.shape[0], seq_len, 2 * count)
         locations = reference + offsets.view(batch, seq_len, 2 * count) / size  # normalised, as in the reference path
         dtype = torch.promote_types(locations.dtype, torch.float32)  # coordinates never in half precision
-        pixels = torch.addcmul(size.new_tensor(-0.5, dtype=dtype), locations.to(dtype), size.to(dtype))
+        pixels = torch.addcmul(torch.full((), -0.5, device=queries.device, dtype=dtype), locations.to(dtype),
+                               size.to(dtype))
         pixels = pixels.view(batch, seq_len, 2, nh, nl, npt)  # (B, S, 2, nh, L, P)
         return (pixels[:, :, 0].reshape(batch, seq_len, nh, nl * npt),
                 pixels[:, :, 1].reshape(batch, seq_len, nh, nl * npt))

@@ -116,7 +116,8 @@ def image_sizes_from_pixel_mask(pixel_mask: Tensor | None, batch_size: int, heig
     Padding is at the bottom and right, so the extent is the number of rows/columns that hold any valid pixel.
     """
     if pixel_mask is None:
-        return torch.tensor([[height, width]], device=device, dtype=torch.long).expand(batch_size, 2).clone()
+        full = torch.full((batch_size,), height, device=device, dtype=torch.long)  # no host copy (CUDA graphs)
+        return torch.stack([full, full.new_full((batch_size,), width)], dim=1)  # (B, 2)
     valid = pixel_mask.to(torch.bool)  # (B, H, W)
     rows = valid.any(dim=2).sum(dim=1)  # (B,)
     cols = valid.any(dim=1).sum(dim=1)  # (B,)

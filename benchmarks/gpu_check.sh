@@ -14,4 +14,4 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 timeout 450 "$PYTHON" benchmarks/bench_gpu.py --budget 360 "$@"
 echo
 echo "## tests that need a GPU"
-timeout 60 "$PYTHON" -m pytest -q -p no:cacheprovider -k "gpu or cuda" --continue-on-collection-errors tests 2>&1 | tail -15
+timeout 60 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -k "gpu or cuda" --continue-on-collection-errors tests 2>&1 | tail -15

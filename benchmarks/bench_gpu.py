@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import interleaved_times, same_weights_pair  # noqa: E402
 
-SECTIONS = ("forward", "end-to-end", "half", "training", "onnx")
+SECTIONS = ("forward", "end-to-end", "half", "training", "onnx", "profile")  # profile: only when asked for
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -303,6 +303,54 @@ def training_section(args: argparse.Namespace) -> None:
     print(f"ratio ours / transformers step time {statistics.median(times['ours']) / statistics.median(times['transformers']):.2f}")
 
 
+# ----------------------------------------------------------------------------------------------------- profile
+
+
+def profile_section(args: argparse.Namespace) -> None:
+    """Where the time goes: one bf16 training step of Swin-T and one bf16 batch-1 forward of Swin-L per library, under
+    torch.profiler; the operators with the most GPU time, and host time against GPU busy time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def report(title: str, fn: Callable[[], Any]) -> None:
+        for _ in range(2):
+            fn()
+        synchronize()
+        start = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            synchronize()
+        wall = time.perf_counter() - start
+        events = prof.key_averages()
+        gpu_total = sum(e.self_device_time_total for e in events) / 1e3
+        print(f"\n### {title}: wall {1000 * wall:.1f} ms under the profiler, GPU busy {gpu_total:.1f} ms, "
+              f"{sum(e.count for e in events if e.key.startswith('cuda') and 'Launch' in e.key)} kernel launches")
+        print(events.table(sort_by="self_device_time_total", row_limit=args.profile_rows, max_name_column_width=60))
+
+    ours, ref = same_weights_pair("swin-tiny")
+    ours.to(DEVICE).train()
+    ref.to(DEVICE).train()
+    pixel_values = torch.randn(args.train_batch, 3, args.train_size, args.train_size).to(DEVICE)
+    masks, labels = random_targets(args.train_batch, args.train_size, args.train_size, ours.config.num_labels)
+    for name, model, targets in (("ours", ours, masks), ("transformers", ref, [m.float() for m in masks])):
+        def step(model=model, targets=targets):
+            with autocast(torch.bfloat16):
+                loss = model(pixel_values, mask_labels=targets, class_labels=labels).loss
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+        report(f"training step, {name}", step)
+    del ours, ref
+    ours, ref = same_weights_pair("swin-large")
+    ours.to(DEVICE).eval()
+    ref.to(DEVICE).eval()
+    single = torch.randn(1, 3, args.height, args.width).to(DEVICE)
+    for name, model in (("ours", ours), ("transformers", ref)):
+        def forward(model=model):
+            with torch.inference_mode(), autocast(torch.bfloat16):
+                return model(single)
+        report(f"swin-large forward, batch 1, bf16, {name}", forward)
+    del ours, ref
+
+
 # -------------------------------------------------------------------------------------------------------- onnx
 
 
@@ -329,7 +377,8 @@ def onnx_section(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS[:-1]))
+    parser.add_argument("--profile-rows", type=int, default=15)
     parser.add_argument("--models", nargs="+", default=["swin-tiny", "swin-large"])
     parser.add_argument("--e2e-models", nargs="+", default=["swin-large", "swin-tiny"])
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
@@ -357,7 +406,7 @@ def main() -> None:
           f"TF32: matmul {torch.backends.cuda.matmul.allow_tf32}, cudnn {torch.backends.cudnn.allow_tf32}")
     start = time.perf_counter()
     runners = {"forward": forward_section, "end-to-end": end_to_end_section, "half": half_section,
-               "training": training_section, "onnx": onnx_section}
+               "training": training_section, "onnx": onnx_section, "profile": profile_section}
     for name in args.only:
         elapsed = time.perf_counter() - start
         if elapsed > args.budget:

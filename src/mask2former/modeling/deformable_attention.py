@@ -32,7 +32,7 @@ def small_constant(values: Sequence, *, device: torch.device, dtype: torch.dtype
     host = torch.tensor(values, dtype=torch.float64)  # the shape and the numbers, exact for ints below 2**53
     out = torch.empty(host.numel(), device=device, dtype=dtype)
     for i, number in enumerate(host.flatten().tolist()):
-        out[i] = int(number) if not dtype.is_floating_point else number  # a fill kernel, the number its argument
+        out[i].fill_(int(number) if not dtype.is_floating_point else number)  # a kernel with the number as argument
     return out.view(host.shape)
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 
 import pytest
 from helpers import tiny_config_kwargs, transformers_config
 
 from mask2former import Mask2FormerConfig, SwinConfig
 from mask2former.config import ConfigError
+from mask2former.version import VERSION_KEY, __version__
 
 transformers = pytest.importorskip("transformers")
 
@@ -68,6 +71,32 @@ def test_transformers_reads_our_config(tmp_path):
     assert ref.backbone_config.model_type == "swin"
     assert list(ref.backbone_config.depths) == ours.backbone_config.depths
 
+
+
+def test_saved_config_records_the_version_and_transformers_accepts_it(tmp_path):
+    ours = Mask2FormerConfig(**tiny_config_kwargs(num_labels=3))
+    ours.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data[VERSION_KEY] == __version__
+    # a file another release wrote: the field is read as derived (not kept as an unknown key), rewritten on save
+    data[VERSION_KEY] = "0.0.1"
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    again = Mask2FormerConfig.from_pretrained(tmp_path)
+    assert VERSION_KEY not in again.extra and again == ours and again.to_dict()[VERSION_KEY] == __version__
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("transformers")  # transformers' loggers do not propagate to the root logger
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ref = transformers.Mask2FormerConfig.from_pretrained(tmp_path)
+    finally:
+        logger.removeHandler(handler)
+    assert not records, [record.getMessage() for record in records]
+    assert ref.num_labels == 3 and getattr(ref, VERSION_KEY) == "0.0.1"
 
 def test_from_backbone_config_and_labels():
     backbone = SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,

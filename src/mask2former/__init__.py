@@ -7,8 +7,7 @@ from mask2former.config import Mask2FormerConfig, SwinConfig
 from mask2former.modeling.model import Mask2FormerForUniversalSegmentation, Mask2FormerModel
 from mask2former.modeling.outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput
 from mask2former.processing import Mask2FormerImageProcessor
-
-__version__ = "0.1.0"
+from mask2former.version import __version__
 
 __all__ = [
     "Mask2FormerConfig",

@@ -192,7 +192,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mask2former.version import __version__
+
     parser = argparse.ArgumentParser(prog="mask2former", description="Mask2Former universal image segmentation.")
+    parser.add_argument("--version", action="version", version=f"mask2former {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="segment the bundled example images with the bundled demo model")
     demo.add_argument("--output-dir", type=Path, default=Path("outputs/demo"))

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mask2former.version import VERSION_KEY, version_record
+
 CONFIG_NAME = "config.json"
 
 # What our modules implement: the transformer decoder's FFN, and the Swin MLP.
@@ -317,7 +319,7 @@ class Mask2FormerConfig:
             self.label2id = {str(k): int(v) for k, v in label2id.items()}
         else:
             self.label2id = {name: i for i, name in self.id2label.items()}
-        for derived in ("model_type", "transformers_version"):
+        for derived in ("model_type", "transformers_version", VERSION_KEY):
             kwargs.pop(derived, None)
         self.extra: dict[str, Any] = kwargs
 
@@ -407,6 +409,7 @@ class Mask2FormerConfig:
             model_type=self.model_type,
         )
         out.setdefault("architectures", ["Mask2FormerForUniversalSegmentation"])
+        out.update(version_record())  # the release that writes this file (read back as derived, like model_type)
         return out
 
     def to_json_string(self) -> str:

@@ -10,6 +10,7 @@ import yaml
 
 from mask2former.cli import main
 from mask2former.data.synthetic import generate_synthetic_dataset
+from mask2former.version import VERSION_KEY, __version__
 
 MODEL = dict(
     backbone_config=dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4], window_size=7,
@@ -38,6 +39,9 @@ def test_train_then_evaluate_with_the_model(data, tmp_path, capsys):
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "preprocessor_config.json").is_file()
     saved = json.loads((model_dir / "config.json").read_text())
     assert sorted(saved["id2label"].values()) == sorted(["circle", "square", "triangle", "sky", "grass", "water"])
+    assert saved[VERSION_KEY] == __version__
+    header = json.loads((tmp_path / "out" / "log.jsonl").read_text().splitlines()[0])
+    assert header["event"] == "start" and header["step"] == 0 and header[VERSION_KEY] == __version__
     assert json.loads((tmp_path / "out" / "train_config.json").read_text())["lr"] == 0.0003
 
     out = tmp_path / "metrics.json"

@@ -69,6 +69,9 @@ def test_killed_run_resumes_to_the_same_weights(synthetic, tmp_path, monkeypatch
     a = Mask2FormerForUniversalSegmentation.from_pretrained(tmp_path / "a" / "model").state_dict()
     b = Mask2FormerForUniversalSegmentation.from_pretrained(tmp_path / "b" / "model").state_dict()
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-6
+    records = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    starts = [record for record in records if record.get("event") == "start"]  # one line per start, with the version
+    assert [record["step"] for record in starts] == [0, 2] and all("mask2former_version" in r for r in starts)
 
 
 def test_existing_run_is_not_overwritten(synthetic, tmp_path):

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import require
 from .formats import PathLike, categories_from_coco, read_json, read_panoptic_png, read_rgb_image
 from .sample import Sample, SegmentationDataset, Transform, empty_targets
 
@@ -110,7 +111,7 @@ class CocoPanopticDataset(SegmentationDataset):
 
 def decode_coco_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of a COCO ``segmentation``: polygons, uncompressed RLE, or compressed RLE (pycocotools)."""
-    from pycocotools import mask as mask_utils
+    mask_utils = require("pycocotools.mask", "coco", "Reading COCO instance masks")
 
     if isinstance(segmentation, list):
         polygons = [polygon for polygon in segmentation if len(polygon) >= 6]  # fewer than 3 points: no area

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..data.formats import PathLike, read_json
+from ..extras import require
 
 #: names of ``COCOeval.stats[:6]`` for segmentation
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -28,7 +29,7 @@ def masks_to_coco_results(
         category_ids: (N,) dataset category ids (not contiguous label ids).
         scores: (N,) confidences.
     """
-    from pycocotools import mask as mask_utils
+    mask_utils = require("pycocotools.mask", "coco", "Encoding COCO instance results")
 
     results = []
     for mask, category_id, score in zip(masks, category_ids, scores):
@@ -41,7 +42,7 @@ def masks_to_coco_results(
 
 
 def _load_ground_truth(gt: PathLike | dict[str, Any]):
-    from pycocotools.coco import COCO
+    COCO = require("pycocotools.coco", "coco", "Mask AP").COCO
 
     data = read_json(gt) if isinstance(gt, (str, Path)) else copy.deepcopy(gt)
     data.setdefault("info", {})  # some pycocotools versions require it in loadRes
@@ -55,7 +56,7 @@ def _load_ground_truth(gt: PathLike | dict[str, Any]):
 
 def _compress_rles(detections: list[dict[str, Any]]) -> None:
     """Uncompressed RLE segmentations (``counts`` as a list) become compressed RLE, which ``loadRes`` requires."""
-    from pycocotools import mask as mask_utils
+    mask_utils = require("pycocotools.mask", "coco", "Mask AP")
 
     for detection in detections:
         segmentation = detection.get("segmentation")
@@ -76,7 +77,7 @@ def evaluate_instance_segmentation(
     no ground truth in that area range), and with ``per_class`` a ``per_class`` dict category id -> {name, AP}.
     No results at all gives AP 0. ``verbose`` prints pycocotools' own summary.
     """
-    from pycocotools.cocoeval import COCOeval
+    COCOeval = require("pycocotools.cocoeval", "coco", "Mask AP").COCOeval
 
     coco_gt = _load_ground_truth(gt)
     detections = read_json(results) if isinstance(results, (str, Path)) else copy.deepcopy(list(results))

@@ -30,6 +30,7 @@ from mask2former.train.state import (
     save_checkpoint,
     set_rng_state,
 )
+from mask2former.version import version_record
 
 
 @dataclass
@@ -176,6 +177,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
     if ctx.main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    _log(log_path, {"event": "start", "step": step, **version_record(), "torch_version": torch.__version__})
     progress = _progress(config, ctx, step)
     result = TrainResult(step=step)
 

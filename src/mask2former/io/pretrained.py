@@ -88,11 +88,11 @@ class PretrainedMixin:
         elif config_overrides:
             raise ValueError("Pass config overrides either inside `config` or as keyword arguments, not both.")
         weights = _to_full_keys(read_checkpoint_weights(pretrained_model_name_or_path, **hub))
-        weights, ignored = to_native_layout(weights)
+        weights, ignored = to_native_layout(weights, config.backbone_config.model_type)
         if cls._is_body():
             ignored += [key for key in weights if key.startswith(_HEAD_PREFIXES)]
             weights = {key[len("model."):]: value for key, value in weights.items() if key.startswith("model.")}
-        model = cls(config)  # type: ignore[call-arg]
+        model = cls._without_pretrained_backbone(config)
         if not cls._is_body():
             # derived from no_object_weight; older files may lack it
             weights.setdefault("criterion.empty_weight", model.criterion.empty_weight)  # type: ignore[attr-defined]
@@ -102,6 +102,17 @@ class PretrainedMixin:
         model.eval()  # type: ignore[attr-defined]
         model.to(device=device, dtype=resolve_dtype(dtype))  # type: ignore[attr-defined]
         return model
+
+    @classmethod
+    def _without_pretrained_backbone(cls: type[ModelT], config: Mask2FormerConfig) -> ModelT:
+        """The model of ``config`` without fetching backbone weights: a full checkpoint is about to supply them.
+        ``config.use_pretrained_backbone`` keeps its value (it is written back on saving)."""
+        wanted = config.use_pretrained_backbone
+        config.use_pretrained_backbone = False
+        try:
+            return cls(config)  # type: ignore[call-arg]
+        finally:
+            config.use_pretrained_backbone = wanted
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], *, safe_serialization: bool = True) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``) in transformers' layout.
@@ -115,7 +126,7 @@ class PretrainedMixin:
         module: nn.Module = self  # type: ignore[assignment]
         tensors = to_file_layout(
             module.state_dict(),
-            backbone_channels=config.backbone_config.hidden_size,
+            backbone_config=config.backbone_config,
             num_labels=None if self._is_body() else config.num_labels,
             no_object_weight=None if self._is_body() else config.no_object_weight,
             prefix="" if self._is_body() else "model.",

@@ -104,6 +104,29 @@ class PretrainedMixin:
         return model
 
     @classmethod
+    def from_original_checkpoint(
+        cls: type[ModelT],
+        path: str | os.PathLike[str],
+        config: Mask2FormerConfig | str | os.PathLike[str] | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+    ) -> ModelT:
+        """Load a checkpoint of the original Mask2Former model zoo (detectron2's ``model_final_*.pkl``, or a ``.pth``
+        state dict), Swin or ResNet backbone, without detectron2 and without running code from the file.
+
+        ``config``: a preset name (``"coco-panoptic-r50"``, see ``mask2former.io.zoo.ZOO``), a ``config.json`` path
+        or a ``Mask2FormerConfig``. By default the preset whose released file has this name, else the architecture
+        read off the tensor shapes. Returns the model in eval mode; ``model.load_report`` lists the stored tensors
+        that were not loaded because they are derived (``criterion.empty_weight``, ``relative_position_index``).
+        """
+        from mask2former.io.convert import load_original
+
+        model, _ = load_original(cls, path, config)
+        model.to(device=device, dtype=resolve_dtype(dtype))  # type: ignore[attr-defined]
+        return model  # type: ignore[return-value]
+
+    @classmethod
     def _without_pretrained_backbone(cls: type[ModelT], config: Mask2FormerConfig) -> ModelT:
         """The model of ``config`` without fetching backbone weights: a full checkpoint is about to supply them.
         ``config.use_pretrained_backbone`` keeps its value (it is written back on saving)."""

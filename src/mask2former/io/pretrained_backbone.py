@@ -18,7 +18,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mask2former.io.checkpoint import LoadReport, load_into_model, read_checkpoint_weights
-from mask2former.io.hub import CheckpointNotFoundError
+from mask2former.io.hub import CheckpointNotFoundError, resolve_file
 from mask2former.modeling.backbones.registry import backbone_entry
 
 
@@ -55,6 +55,7 @@ def _checkpoint_weights(source: str, backbone: nn.Module, model_type: str) -> di
     """The backbone tensors of a transformers checkpoint, under our names (a model prefix such as ``resnet.`` or
     ``swin.`` removed; heads and known extras left out)."""
     try:
+        resolve_file(source, "config.json")  # every transformers checkpoint has one: says plainly when offline
         weights = read_checkpoint_weights(source)
     except CheckpointNotFoundError as err:
         raise CheckpointNotFoundError(

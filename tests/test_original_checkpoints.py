@@ -181,6 +181,9 @@ def test_shape_mismatch_is_reported_by_name(tmp_path):
     (tmp_path / "model_final_94dc52.pkl").write_bytes(path.read_bytes())
     with pytest.raises(CheckpointMismatchError, match=r"preset coco-panoptic-r50 \(recognised by the file name"):
         Mask2FormerForUniversalSegmentation.from_original_checkpoint(tmp_path / "model_final_94dc52.pkl")
+    (tmp_path / "model_final_34112b.pkl").write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match="YouTubeVIS video model"):
+        Mask2FormerForUniversalSegmentation.from_original_checkpoint(tmp_path / "model_final_34112b.pkl")
     with pytest.raises(ValueError, match="not a preset; presets: coco-panoptic-r50"):
         Mask2FormerForUniversalSegmentation.from_original_checkpoint(path, config="coco-panoptic-r5")
 

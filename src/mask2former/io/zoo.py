@@ -95,6 +95,10 @@ ZOO: dict[str, ZooEntry] = {
     for entry in (ZooEntry(dataset, row[0], row[1], f"model_final_{row[2]}.pkl", *row[3:]) for row in rows)
 }
 _BY_FILE = {entry.file: entry for entry in ZOO.values()}
+# The zoo's YouTubeVIS 2019/2021 models: a video architecture, not loadable as image models.
+VIDEO_FILES = frozenset(f"model_final_{md5}.pkl" for md5 in (
+    "34112b", "a34dca", "26fffe", "4a5174", "221a8a", "c5c739", "b8aae2", "6efd7a", "965185", "0dec91", "a9b925",
+    "4da256"))
 _ZOO_FILE = re.compile(r"model_final_[0-9a-f]{6}\.pkl")
 
 
@@ -106,8 +110,12 @@ def preset(name: str) -> ZooEntry:
 
 
 def preset_for_file(path: str | Path) -> ZooEntry | None:
-    """The zoo entry whose released file has this name (also as ``<name> (1).pkl``-style copies), or ``None``."""
+    """The zoo entry whose released file has this name (also as ``<name> (1).pkl``-style copies), or ``None``;
+    ``ValueError`` for the zoo's video models."""
     match = _ZOO_FILE.search(Path(path).name)
+    if match and match.group(0) in VIDEO_FILES:
+        raise ValueError(f"{Path(path).name} is a YouTubeVIS video model of the original zoo; only the image models "
+                         "(panoptic, instance, semantic) are supported.")
     return _BY_FILE.get(match.group(0)) if match else None
 
 

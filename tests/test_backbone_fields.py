@@ -15,6 +15,7 @@ from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, 
 from mask2former.config import ConfigError
 from mask2former.io.hub import CheckpointNotFoundError
 
+
 def _with(kwargs: dict, **fields) -> dict:
     """Config keyword arguments plus seed fields (the helpers' own ``backbone`` argument means something else)."""
     return {**kwargs, **fields}

@@ -4,7 +4,6 @@ every zoo preset's key mapping covers the full-size model."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 

@@ -29,7 +29,8 @@ def run_convert(args: argparse.Namespace) -> int:
     try:
         summary = convert_original_checkpoint(args.source, args.output_dir, config=args.config,
                                               overwrite=args.overwrite)
-    except (OSError, ValueError, pickle.UnpicklingError, CheckpointMismatchError) as error:  # unsafe or unreadable file, mismatch, exists
+    # an unsafe or unreadable file, a config that does not fit, outputs that exist
+    except (OSError, ValueError, pickle.UnpicklingError, CheckpointMismatchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for line in summary_lines(summary):

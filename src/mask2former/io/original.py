@@ -190,7 +190,8 @@ _PREDICTOR_NAMES = (
     (re.compile(r"^transformer_ffn_layers\.(\d+)\.norm\."),
      r"model.transformer_module.decoder.layers.\1.final_layer_norm."),
     (re.compile(r"^decoder_norm\."), "model.transformer_module.decoder.layernorm."),
-    (re.compile(r"^mask_embed\.layers\.(\d+)\."), r"model.transformer_module.decoder.mask_predictor.mask_embedder.\1.0."),
+    (re.compile(r"^mask_embed\.layers\.(\d+)\."),
+     r"model.transformer_module.decoder.mask_predictor.mask_embedder.\1.0."),
     (re.compile(r"^class_embed\."), "class_predictor."),
 )
 _SELF_ATTENTION_IN_PROJ = re.compile(r"^transformer_self_attention_layers\.(\d+)\.self_attn\.in_proj_(weight|bias)$")
@@ -278,8 +279,9 @@ def _infer_resnet(weights: Mapping[str, Tensor]) -> dict[str, Any]:
         raise OriginalCheckpointError("this checkpoint's ResNet blocks are not a quarter as wide inside as outside "
                                       "(a wide ResNet or ResNeXt), which transformers' ResNet layout cannot hold.")
     # Not in the weights: where the stride sits. The original Mask2Former configs put it in the 3x3 convolution.
+    depths = [len(_indices(weights, rf"backbone\.res{r}\.(\d+)\.")) for r in stages]
     return dict(model_type="resnet", embedding_size=embedding_size, num_channels=num_channels,
-                hidden_sizes=hidden_sizes, depths=[len(_indices(weights, rf"backbone\.res{r}\.(\d+)\.")) for r in stages],
+                hidden_sizes=hidden_sizes, depths=depths,
                 layer_type="bottleneck" if bottleneck else "basic", downsample_in_bottleneck=False,
                 freeze_batch_norm=True, out_features=[f"stage{r - 1}" for r in stages])
 
@@ -297,9 +299,9 @@ def infer_config_kwargs(weights: Mapping[str, Tensor]) -> dict[str, Any]:
     else:
         raise OriginalCheckpointError("no Swin (backbone.patch_embed) or ResNet (backbone.stem) backbone found in "
                                       "this checkpoint.")
-    needed = [f"{_PREDICTOR}query_feat.weight", f"{_PREDICTOR}class_embed.weight", f"{_PIXEL_DECODER}mask_features.weight",
-              f"{_PIXEL_DECODER}input_proj.0.0.weight", f"{_PIXEL_DECODER}transformer.encoder.layers.0.linear1.weight",
-              f"{_PREDICTOR}transformer_ffn_layers.0.linear1.weight"]
+    needed = [f"{_PREDICTOR}query_feat.weight", f"{_PREDICTOR}class_embed.weight",
+              f"{_PREDICTOR}transformer_ffn_layers.0.linear1.weight", f"{_PIXEL_DECODER}mask_features.weight",
+              f"{_PIXEL_DECODER}input_proj.0.0.weight", f"{_PIXEL_DECODER}transformer.encoder.layers.0.linear1.weight"]
     absent = [key for key in needed if key not in weights]
     if absent:
         raise OriginalCheckpointError(

@@ -132,3 +132,19 @@ class BackboneConfig:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
+
+
+class StagedBackboneConfig(BackboneConfig):
+    """A backbone of ``len(depths)`` stages after a stem, named ``stem, stage1, ...`` as in transformers;
+    ``out_indices`` count from the stem (0)."""
+
+    depths: list[int]
+    out_indices: list[int]
+
+    @property
+    def stage_names(self) -> list[str]:
+        return ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
+
+    @property
+    def out_features(self) -> list[str]:
+        return [self.stage_names[i] for i in self.out_indices]

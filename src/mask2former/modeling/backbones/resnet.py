@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mask2former.modeling.backbones.base import (
-    BackboneConfig,
     CheckpointRules,
     FeatureInfo,
     OriginalWeights,
+    StagedBackboneConfig,
     resolve_out_indices,
 )
 from mask2former.modeling.checkpointing import call_layer
@@ -191,7 +191,7 @@ class ResNetBackbone(nn.Module):
 # --- config, builder and checkpoint key rules (one row of registry.BACKBONES) ----------------------------------------
 
 
-class ResNetConfig(BackboneConfig):
+class ResNetConfig(StagedBackboneConfig):
     """Hyper-parameters of a ResNet backbone, in transformers' ``ResNetConfig`` schema (``model_type: resnet``).
 
     The defaults are transformers' (ResNet-50); ``freeze_batch_norm`` is ours (transformers keeps it as an unknown
@@ -231,14 +231,6 @@ class ResNetConfig(BackboneConfig):
         self.freeze_batch_norm = freeze_batch_norm
         self.out_indices = resolve_out_indices(out_features, out_indices, self.stage_names, "ResNet")
         self._keep_extra(kwargs)
-
-    @property
-    def stage_names(self) -> list[str]:
-        return ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
-
-    @property
-    def out_features(self) -> list[str]:
-        return [self.stage_names[i] for i in self.out_indices]
 
     def validate(self) -> None:
         if self.layer_type not in LAYER_TYPES:

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from mask2former.modeling.backbones.base import (
-    BackboneConfig,
     CheckpointRules,
     FeatureInfo,
     OriginalWeights,
+    StagedBackboneConfig,
     resolve_out_indices,
 )
 from mask2former.modeling.backbones.swin_layers import ACTIVATIONS, Embeddings, SwinStage, WindowSelfAttention
@@ -129,7 +129,7 @@ class SwinBackbone(nn.Module):
 # --- config, builder and checkpoint key rules (one row of registry.BACKBONES) ----------------------------------------
 
 
-class SwinConfig(BackboneConfig):
+class SwinConfig(StagedBackboneConfig):
     """Hyper-parameters of a Swin Transformer backbone, in transformers' ``SwinConfig`` schema (``model_type: swin``).
 
     The defaults are those of transformers' ``SwinConfig``; ``Mask2FormerConfig`` uses different ones (Swin with
@@ -194,14 +194,6 @@ class SwinConfig(BackboneConfig):
     def hidden_size(self) -> int:
         """Channels of the last stage."""
         return int(self.embed_dim * 2 ** (len(self.depths) - 1))
-
-    @property
-    def stage_names(self) -> list[str]:
-        return ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
-
-    @property
-    def out_features(self) -> list[str]:
-        return [self.stage_names[i] for i in self.out_indices]
 
     def validate(self) -> None:
         if len(self.depths) != len(self.num_heads):
@@ -281,7 +273,8 @@ _ORIGINAL_NAMES = (
     (re.compile(r"^patch_embed\.norm\."), "embeddings.norm."),
     (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.norm1\."), r"encoder.layers.\1.blocks.\2.layernorm_before."),
     (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.norm2\."), r"encoder.layers.\1.blocks.\2.layernorm_after."),
-    (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.proj\."), r"encoder.layers.\1.blocks.\2.attention.output.dense."),
+    (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.proj\."),
+     r"encoder.layers.\1.blocks.\2.attention.output.dense."),
     (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table$"),
      r"encoder.layers.\1.blocks.\2.attention.self.relative_position_bias_table"),
     (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\."), r"encoder.layers.\1.blocks.\2.intermediate.dense."),

@@ -36,12 +36,40 @@ def tiny_config_kwargs(**overrides: Any) -> dict[str, Any]:
     return kwargs
 
 
+def tiny_resnet_config_kwargs(**overrides: Any) -> dict[str, Any]:
+    """A tiny Mask2Former on a tiny bottleneck ResNet (16-channel stem, 32..256 channels)."""
+    backbone = dict(
+        model_type="resnet",
+        embedding_size=16,
+        hidden_sizes=[32, 64, 128, 256],
+        depths=[1, 2, 2, 1],
+        layer_type="bottleneck",
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    backbone.update(overrides.pop("backbone", {}))
+    return tiny_config_kwargs(backbone=backbone, **overrides)
+
+
 def transformers_config(**kwargs: Any):
-    from transformers import Mask2FormerConfig, SwinConfig
+    """transformers' Mask2FormerConfig of the same keyword arguments (backbone dict with or without model_type)."""
+    from transformers import Mask2FormerConfig, ResNetConfig, SwinConfig
 
     kwargs = dict(kwargs)
-    kwargs["backbone_config"] = SwinConfig(**kwargs["backbone_config"])
+    backbone = dict(kwargs["backbone_config"])
+    config_class = {"swin": SwinConfig, "resnet": ResNetConfig}[backbone.pop("model_type", "swin")]
+    kwargs["backbone_config"] = config_class(**backbone)
     return Mask2FormerConfig(**kwargs)
+
+
+@torch.no_grad()
+def randomize_batch_norm_statistics_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm running mean and variance non-trivial values (parity must cover the loaded statistics)."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+    return model
 
 
 @torch.no_grad()

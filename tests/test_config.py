@@ -113,7 +113,10 @@ def test_from_backbone_config_and_labels():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(backbone_config={"model_type": "resnet"}), "resnet"),
+        (dict(backbone_config={"model_type": "convnext"}), "'convnext' is not supported; .*swin, resnet, timm_backbone"),
+        (dict(backbone_config={"model_type": "resnet"}), r"4 feature maps .*\['stage4'\]"),
+        (dict(backbone_config={"model_type": "resnet", "layer_type": "wide"}), "layer_type='wide'"),
+        (dict(backbone_config=object()), "backbone_config must be .*got object"),
         (dict(hidden_dim=30), "hidden_dim=30"),
         (dict(feature_size=48), "multiple of 32"),
         (dict(activation_function="mish"), "activation_function"),

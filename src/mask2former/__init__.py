@@ -3,7 +3,9 @@
 The public names match transformers' Mask2Former API, so switching is a change of import.
 """
 
-from mask2former.config import Mask2FormerConfig, SwinConfig
+from mask2former.config import Mask2FormerConfig
+from mask2former.modeling.backbones.resnet import ResNetConfig
+from mask2former.modeling.backbones.swin import SwinConfig
 from mask2former.modeling.model import Mask2FormerForUniversalSegmentation, Mask2FormerModel
 from mask2former.modeling.outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput
 from mask2former.processing import Mask2FormerImageProcessor
@@ -16,6 +18,7 @@ __all__ = [
     "Mask2FormerImageProcessor",
     "Mask2FormerModel",
     "Mask2FormerModelOutput",
+    "ResNetConfig",
     "SwinConfig",
     "__version__",
 ]

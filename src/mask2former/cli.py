@@ -1,4 +1,4 @@
-"""Command line: ``mask2former demo | predict | train | evaluate``. The only module that reads argv."""
+"""Command line: ``mask2former demo | predict | train | evaluate | convert``. The only module that reads argv."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from mask2former.cli_convert import add_convert_parser, run_convert
+
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
@@ -224,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--batch-size", type=int, default=1)
     evaluate.add_argument("--device")
     evaluate.add_argument("--output", type=Path, help="write the metrics as JSON here")
+    add_convert_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -238,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_predict(args)
     if args.command == "train":
         return run_train(args)
+    if args.command == "convert":
+        return run_convert(args)
     return run_evaluate(args)
 
 

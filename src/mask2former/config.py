@@ -11,179 +11,47 @@ import copy
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mask2former.modeling.backbones.base import BackboneConfig
 
 from mask2former.version import VERSION_KEY, version_record
 
 CONFIG_NAME = "config.json"
 
-# What our modules implement: the transformer decoder's FFN, and the Swin MLP.
+# What our modules implement: the transformer decoder's FFN.
 _DECODER_ACTIVATIONS = ("relu", "gelu", "silu")
-_SWIN_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 
 
 class ConfigError(ValueError):
     """A configuration value that this library cannot build a model from."""
 
 
-class SwinConfig:
-    """Hyper-parameters of a Swin Transformer backbone, in transformers' ``SwinConfig`` schema (``model_type: swin``).
+# The backbone config classes live with their backbones (modeling/backbones/, one row each in its registry); they
+# are imported on first use so that reading a config does not load the modules.
+_BACKBONE_CLASSES = {"SwinConfig": "swin", "ResNetConfig": "resnet", "TimmBackboneConfig": "timm_backbone"}
 
-    The defaults are those of transformers' ``SwinConfig``; ``Mask2FormerConfig`` uses different ones (Swin with
-    depths [2, 2, 18, 2] and drop path 0.3) when no backbone is given.
-    """
 
-    model_type = "swin"
+def __getattr__(name: str) -> Any:
+    if name in _BACKBONE_CLASSES:
+        return _backbone_entry(_BACKBONE_CLASSES[name]).config_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def __init__(
-        self,
-        image_size: int = 224,
-        patch_size: int = 4,
-        num_channels: int = 3,
-        embed_dim: int = 96,
-        depths: list[int] | tuple[int, ...] = (2, 2, 6, 2),
-        num_heads: list[int] | tuple[int, ...] = (3, 6, 12, 24),
-        window_size: int = 7,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        hidden_dropout_prob: float = 0.0,
-        attention_probs_dropout_prob: float = 0.0,
-        drop_path_rate: float = 0.1,
-        hidden_act: str = "gelu",
-        use_absolute_embeddings: bool = False,
-        initializer_range: float = 0.02,
-        layer_norm_eps: float = 1e-5,
-        encoder_stride: int = 32,
-        out_features: list[str] | None = None,
-        out_indices: list[int] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.num_channels = num_channels
-        self.embed_dim = embed_dim
-        self.depths = list(depths)
-        self.num_heads = list(num_heads)
-        self.window_size = window_size
-        self.mlp_ratio = mlp_ratio
-        self.qkv_bias = qkv_bias
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.drop_path_rate = drop_path_rate
-        self.hidden_act = hidden_act
-        self.use_absolute_embeddings = use_absolute_embeddings
-        self.initializer_range = initializer_range
-        self.layer_norm_eps = layer_norm_eps
-        self.encoder_stride = encoder_stride
-        self.out_indices = _resolve_out_indices(out_features, out_indices, self.stage_names)
-        # Derived keys that transformers writes; recomputed, never trusted from the file.
-        for derived in ("num_layers", "hidden_size", "stage_names", "model_type"):
-            kwargs.pop(derived, None)
-        self.extra: dict[str, Any] = kwargs
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.depths)
+def _backbone_entry(model_type: str) -> Any:
+    from mask2former.modeling.backbones.registry import BACKBONES
 
-    @property
-    def hidden_size(self) -> int:
-        """Channels of the last stage."""
-        return int(self.embed_dim * 2 ** (len(self.depths) - 1))
-
-    @property
-    def stage_names(self) -> list[str]:
-        return ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
-
-    @property
-    def out_features(self) -> list[str]:
-        return [self.stage_names[i] for i in self.out_indices]
-
-    def validate(self) -> None:
-        """Raise ``ConfigError`` for values our Swin implementation does not support."""
-        if len(self.depths) != len(self.num_heads):
-            raise ConfigError(
-                f"Swin backbone_config has {len(self.depths)} depths but {len(self.num_heads)} num_heads; "
-                "give one head count per stage."
-            )
-        for stage, heads in enumerate(self.num_heads):
-            channels = self.embed_dim * 2**stage
-            if channels % heads != 0:
-                raise ConfigError(
-                    f"Swin stage {stage + 1} has {channels} channels, not divisible by its {heads} heads; "
-                    "change embed_dim or num_heads."
-                )
-        if self.use_absolute_embeddings:
-            raise ConfigError(
-                "Swin backbone_config.use_absolute_embeddings=True is not supported (no Mask2Former checkpoint uses "
-                "it); set it to false."
-            )
-        if self.hidden_act not in _SWIN_ACTIVATIONS:
-            raise ConfigError(
-                f"Swin backbone_config.hidden_act={self.hidden_act!r} is not supported; use one of "
-                f"{', '.join(_SWIN_ACTIVATIONS)}."
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.extra)
-        out.update(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            num_channels=self.num_channels,
-            embed_dim=self.embed_dim,
-            depths=list(self.depths),
-            num_heads=list(self.num_heads),
-            window_size=self.window_size,
-            mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias,
-            hidden_dropout_prob=self.hidden_dropout_prob,
-            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
-            drop_path_rate=self.drop_path_rate,
-            hidden_act=self.hidden_act,
-            use_absolute_embeddings=self.use_absolute_embeddings,
-            initializer_range=self.initializer_range,
-            layer_norm_eps=self.layer_norm_eps,
-            encoder_stride=self.encoder_stride,
-            num_layers=self.num_layers,
-            hidden_size=self.hidden_size,
-            stage_names=self.stage_names,
-            out_features=self.out_features,
-            out_indices=list(self.out_indices),
-            model_type=self.model_type,
+    if model_type not in BACKBONES:
+        raise ConfigError(
+            f"Backbone type {model_type!r} is not supported; mask2former supports: {', '.join(BACKBONES)}. Use a "
+            "checkpoint or a backbone_config of one of these types."
         )
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SwinConfig:
-        return cls(**data)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SwinConfig) and self.to_dict() == other.to_dict()
-
-    def __repr__(self) -> str:
-        return f"SwinConfig({json.dumps(self.to_dict(), sort_keys=True)})"
+    return BACKBONES[model_type]
 
 
-def _resolve_out_indices(
-    out_features: list[str] | None, out_indices: list[int] | None, stage_names: list[str]
-) -> list[int]:
-    if out_features is None and out_indices is None:
-        return [len(stage_names) - 1]  # transformers' default: the last stage only
-    if out_features is not None:
-        unknown = [name for name in out_features if name not in stage_names]
-        if unknown:
-            raise ConfigError(f"Swin out_features {unknown} are not stage names; choose from {stage_names}.")
-        from_features = [stage_names.index(name) for name in out_features]
-        if out_indices is not None and list(out_indices) != from_features:
-            raise ConfigError(f"Swin out_features {out_features} and out_indices {out_indices} disagree.")
-        return from_features
-    return [i % len(stage_names) for i in out_indices]  # type: ignore[union-attr]
-
-
-_BACKBONE_CONFIGS: dict[str, type[SwinConfig]] = {"swin": SwinConfig}
-
-
-def _default_backbone_config() -> SwinConfig:
-    return SwinConfig(
+def _default_backbone_config() -> BackboneConfig:
+    return _backbone_entry("swin").config_class(
         embed_dim=96,
         depths=[2, 2, 18, 2],
         num_heads=[3, 6, 12, 24],
@@ -193,16 +61,14 @@ def _default_backbone_config() -> SwinConfig:
     )
 
 
-def backbone_config_from_dict(data: dict[str, Any]) -> SwinConfig:
-    """Build the backbone config named by ``data['model_type']`` (only ``swin`` is supported)."""
-    model_type = data.get("model_type", "swin")
-    if model_type not in _BACKBONE_CONFIGS:
-        raise ConfigError(
-            f"Backbone type {model_type!r} is not supported; mask2former supports: "
-            f"{', '.join(sorted(_BACKBONE_CONFIGS))}. Use a Swin checkpoint or a Swin backbone_config."
-        )
-    fields = {k: v for k, v in data.items() if k != "model_type"}
-    return _BACKBONE_CONFIGS[model_type](**fields)
+def backbone_config_from_dict(data: dict[str, Any]) -> BackboneConfig:
+    """Build the backbone config named by ``data['model_type']`` (``swin`` when absent)."""
+    try:
+        return _backbone_entry(data.get("model_type", "swin")).config_class.from_dict(data)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"backbone_config: {err}") from err
 
 
 # Keys transformers' PretrainedConfig writes for every model; we keep them as plain attributes.
@@ -220,7 +86,7 @@ class Mask2FormerConfig:
 
     def __init__(
         self,
-        backbone_config: SwinConfig | dict[str, Any] | None = None,
+        backbone_config: BackboneConfig | dict[str, Any] | None = None,
         feature_size: int = 256,
         mask_feature_size: int = 256,
         hidden_dim: int = 256,
@@ -254,25 +120,13 @@ class Mask2FormerConfig:
         backbone_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if backbone is not None and backbone_config is None:
-            raise ConfigError(
-                f"backbone={backbone!r} asks for a named backbone to be looked up; this library builds the backbone "
-                "from backbone_config only. Pass backbone_config=SwinConfig(...) (or its dict) instead."
-            )
-        if use_pretrained_backbone or use_timm_backbone:
-            raise ConfigError(
-                "use_pretrained_backbone/use_timm_backbone are not supported: load a full Mask2Former checkpoint with "
-                "from_pretrained, or initialise the backbone weights yourself."
-            )
-        if backbone_kwargs:
-            raise ConfigError("backbone_kwargs is not supported; put backbone settings in backbone_config.")
-        if backbone_config is None:
-            backbone_config = _default_backbone_config()
-        elif isinstance(backbone_config, dict):
-            backbone_config = backbone_config_from_dict(backbone_config)
-        elif not isinstance(backbone_config, SwinConfig):
-            backbone_config = _convert_foreign_backbone_config(backbone_config)
-        self.backbone_config: SwinConfig = backbone_config
+        self.backbone = backbone
+        self.use_pretrained_backbone = use_pretrained_backbone
+        self.use_timm_backbone = use_timm_backbone
+        self.backbone_kwargs = dict(backbone_kwargs) if backbone_kwargs else None
+        self.backbone_config: BackboneConfig = _resolve_backbone_config(
+            backbone_config, backbone, use_timm_backbone, self.backbone_kwargs, use_pretrained_backbone
+        )
 
         self.feature_size = feature_size
         self.mask_feature_size = mask_feature_size
@@ -339,13 +193,17 @@ class Mask2FormerConfig:
     # --- construction helpers -----------------------------------------------------------------------------------
 
     @classmethod
-    def from_backbone_config(cls, backbone_config: SwinConfig | dict[str, Any], **kwargs: Any) -> Mask2FormerConfig:
+    def from_backbone_config(cls, backbone_config: BackboneConfig | dict[str, Any], **kwargs: Any) -> Mask2FormerConfig:
         """A Mask2Former config around the given backbone config; other fields from ``kwargs`` or defaults."""
         return cls(backbone_config=backbone_config, **kwargs)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first field whose value we cannot build a model from."""
-        self.backbone_config.validate()
+        try:
+            self.backbone_config.validate()
+        except ValueError as err:
+            raise ConfigError(f"Unsupported backbone_config: {err}") from err
+        outputs = getattr(self.backbone_config, "out_features", None) or self.backbone_config.out_indices
         checks = [
             (self.hidden_dim % self.num_attention_heads == 0,
              f"hidden_dim={self.hidden_dim} must be divisible by num_attention_heads={self.num_attention_heads}"),
@@ -359,8 +217,7 @@ class Mask2FormerConfig:
             (self.activation_function in _DECODER_ACTIVATIONS,
              f"activation_function={self.activation_function!r} is not one of {', '.join(_DECODER_ACTIVATIONS)}"),
             (len(self.backbone_config.out_indices) == 4,
-             f"the backbone must return 4 feature maps (strides 4..32); backbone_config.out_features is "
-             f"{self.backbone_config.out_features}"),
+             f"the backbone must return 4 feature maps (strides 4..32); backbone_config asks for {outputs}"),
             (self.common_stride in (1, 2, 4, 8) and self.common_stride <= min(self.feature_strides),
              f"common_stride={self.common_stride} must be a power of two no larger than the finest feature stride"),
         ]
@@ -401,6 +258,10 @@ class Mask2FormerConfig:
             use_auxiliary_loss=self.use_auxiliary_loss,
             feature_strides=list(self.feature_strides),
             output_auxiliary_logits=self.output_auxiliary_logits,
+            backbone=self.backbone,
+            use_pretrained_backbone=self.use_pretrained_backbone,
+            use_timm_backbone=self.use_timm_backbone,
+            backbone_kwargs=self.backbone_kwargs,
             output_hidden_states=self.output_hidden_states,
             output_attentions=self.output_attentions,
             return_dict=self.return_dict,
@@ -491,11 +352,62 @@ class Mask2FormerConfig:
         return f"Mask2FormerConfig {self.to_json_string()}"
 
 
-def _convert_foreign_backbone_config(config: Any) -> SwinConfig:
+def _resolve_backbone_config(backbone_config: Any, backbone: str | None, use_timm_backbone: bool,
+                             backbone_kwargs: dict[str, Any] | None, use_pretrained_backbone: bool) -> BackboneConfig:
+    """The backbone config the seed's fields describe (``backbone_config``, ``backbone``, ``use_timm_backbone``,
+    ``backbone_kwargs``); ``ConfigError`` for combinations that cannot be built here."""
+    from mask2former.modeling.backbones.base import BackboneConfig
+
+    if isinstance(backbone_config, dict):
+        backbone_config = backbone_config_from_dict(backbone_config)
+    elif backbone_config is not None and not isinstance(backbone_config, BackboneConfig):
+        backbone_config = _convert_foreign_backbone_config(backbone_config)
+    timm_type = _backbone_entry("timm_backbone").config_class
+    if use_timm_backbone:
+        if backbone_config is None:
+            if not backbone:
+                raise ConfigError("use_timm_backbone=True needs backbone=<a timm model name, e.g. 'resnet50'>.")
+            kwargs = dict(backbone_kwargs or {})
+            return timm_type(backbone=backbone, num_channels=kwargs.pop("in_chans", 3), **kwargs)
+        if not isinstance(backbone_config, timm_type):
+            raise ConfigError(f"use_timm_backbone=True but backbone_config is of type "
+                              f"{backbone_config.model_type!r}; pass one or the other.")
+        if backbone and backbone != backbone_config.backbone:
+            raise ConfigError(f"backbone={backbone!r} and backbone_config.backbone={backbone_config.backbone!r} "
+                              "disagree; pass one of them.")
+        return backbone_config
+    if backbone_config is None:
+        if backbone is not None:
+            raise ConfigError(
+                f"backbone={backbone!r} names a backbone checkpoint, whose architecture this library does not fetch; "
+                "pass its backbone_config (e.g. ResNetConfig(depths=[3, 4, 6, 3], out_features=['stage1', "
+                "'stage2', 'stage3', 'stage4'])) together with backbone=..., and use_pretrained_backbone=True to "
+                "start from that checkpoint's weights. For a timm model name, set use_timm_backbone=True."
+            )
+        if use_pretrained_backbone:
+            raise ConfigError(_PRETRAINED_NEEDS_SOURCE)
+        return _default_backbone_config()
+    if backbone_kwargs:
+        raise ConfigError("backbone_kwargs applies to a timm backbone built by name (use_timm_backbone=True); put "
+                          "these settings in backbone_config instead.")
+    if use_pretrained_backbone and not backbone:
+        raise ConfigError(_PRETRAINED_NEEDS_SOURCE)
+    return backbone_config
+
+
+_PRETRAINED_NEEDS_SOURCE = (
+    "use_pretrained_backbone=True needs backbone=<where the weights come from>: a hub id or local directory of a "
+    "transformers backbone checkpoint matching backbone_config (e.g. 'microsoft/resnet-50'), or a timm model name "
+    "with use_timm_backbone=True."
+)
+
+
+def _convert_foreign_backbone_config(config: Any) -> BackboneConfig:
     """Accept another library's backbone config object (e.g. transformers' SwinConfig) through its ``to_dict``."""
     to_dict = getattr(config, "to_dict", None)
     if to_dict is None:
         raise ConfigError(
-            f"backbone_config must be a SwinConfig, a dict, or an object with to_dict(); got {type(config).__name__}."
+            "backbone_config must be a backbone config of this library (SwinConfig, ResNetConfig, "
+            f"TimmBackboneConfig), a dict, or an object with to_dict(); got {type(config).__name__}."
         )
     return backbone_config_from_dict(to_dict())

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from mask2former.modeling.backbones import FeatureInfo
-from mask2former.modeling.backbones.swin import (
-    SwinBackbone,
+from mask2former.modeling.backbones.swin import SwinBackbone
+from mask2former.modeling.backbones.swin_layers import (
     relative_position_index,
     shifted_window_mask,
     window_gather_indices,
@@ -195,7 +195,7 @@ def test_official_sizes_parameter_count(size):
 def test_qkv_before_windows_equals_qkv_of_windows(qkv_bias, monkeypatch):
     """Blocks on heavily padded maps compute q, k, v on the map's tokens and give padding the bias: same features
     as the product on the padded windows (checked on every map size, both ways)."""
-    import mask2former.modeling.backbones.swin as swin
+    import mask2former.modeling.backbones.swin_layers as swin
 
     torch.manual_seed(0)
     model = SwinBackbone(**_kwargs(CONFIGS["w7-d2222"]), qkv_bias=qkv_bias).eval()
@@ -216,7 +216,7 @@ def test_qkv_before_windows_equals_qkv_of_windows(qkv_bias, monkeypatch):
 def test_window_slabs_give_the_bits_of_all_windows_at_once(monkeypatch):
     """In CPU inference the attention runs a few windows at a time (shifted windows, padding and a batch of 2
     included): the same features, bit for bit."""
-    import mask2former.modeling.backbones.swin as swin
+    import mask2former.modeling.backbones.swin_layers as swin
 
     torch.manual_seed(0)
     model = SwinBackbone(**_kwargs(CONFIGS["w7-d2222"])).eval()

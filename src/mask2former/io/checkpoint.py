@@ -1,15 +1,16 @@
-"""Reading and writing checkpoint weights, and the one place where foreign key layouts are mapped to ours.
+"""Reading and writing checkpoint weights, and the one place where transformers' key layouts are mapped to ours.
 
 Our module tree uses the names of the checkpoint files that transformers writes (and that the official
-``facebook/mask2former-*`` repositories hold), so a file written by transformers needs only the known extras removed.
+``facebook/mask2former-*`` repositories hold), so a file written by transformers needs only the known extras removed;
+which keys those are is each backbone's business (its ``CheckpointRules`` in ``modeling/backbones/``).
 ``to_native_layout`` and ``to_file_layout`` are pure functions over state dicts; the rest reads and writes files.
+The original (detectron2) layout is mapped in ``io/original.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,34 +19,13 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from mask2former.modeling.backbones.registry import backbone_entry
+
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 
-_BACKBONE = "model.pixel_level_module.encoder."
-
-# Keys present in real checkpoints that carry nothing our model needs:
-# - relative_position_index buffers (official hub files, transformers 4): derived from the window size, rebuilt.
-# - swin.layernorm (files written by transformers 5): a LayerNorm on the last Swin stage that Mask2Former never uses.
-_KNOWN_EXTRAS = (
-    re.compile(r"\.relative_position_index$"),
-    re.compile(r"^model\.pixel_level_module\.encoder\.swin\.layernorm\.(weight|bias)$"),
-)
-
-# transformers 5 keeps other names in memory than in its files: a raw ``torch.save(model.state_dict())`` from it has
-# these. (pattern, replacement) pairs, applied in order to backbone keys.
-_TRANSFORMERS5_MEMORY_NAMES = (
-    (re.compile(r"^model\.pixel_level_module\.encoder\.swin\.(embeddings|encoder)\."),
-     r"model.pixel_level_module.encoder.\1."),
-    (re.compile(r"\.attention\.q_proj\."), ".attention.self.query."),
-    (re.compile(r"\.attention\.k_proj\."), ".attention.self.key."),
-    (re.compile(r"\.attention\.v_proj\."), ".attention.self.value."),
-    (re.compile(r"\.attention\.o_proj\."), ".attention.output.dense."),
-    (re.compile(r"\.attention\.relative_position_bias\.relative_position_bias_table$"),
-     ".attention.self.relative_position_bias_table"),
-    (re.compile(r"\.blocks\.(\d+)\.mlp\.fc1\."), r".blocks.\1.intermediate.dense."),
-    (re.compile(r"\.blocks\.(\d+)\.mlp\.fc2\."), r".blocks.\1.output.dense."),
-)
+_BACKBONE = "model.pixel_level_module.encoder."  # each backbone's extras and renamings: its CheckpointRules
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -62,39 +42,41 @@ class LoadReport:
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
 
 
-def to_native_layout(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+def to_native_layout(state_dict: Mapping[str, Tensor], backbone_type: str) -> tuple[dict[str, Tensor], list[str]]:
     """Map a checkpoint's keys to our module names. Returns (converted state dict, known extra keys dropped).
 
     Accepts the file layout of transformers 4 and 5 (also what the official hub repositories hold) and the in-memory
-    layout of transformers 5. Keys without a prefix ``model.`` for a bare ``Mask2FormerModel`` are handled by the
-    caller.
+    layout of transformers 5; backbone keys go through the key rules of ``backbone_type`` (e.g. ``"swin"``). Keys
+    without a prefix ``model.`` for a bare ``Mask2FormerModel`` are handled by the caller.
     """
+    native_name = backbone_entry(backbone_type).rules.native_name
     converted: dict[str, Tensor] = {}
     dropped: list[str] = []
     for key, tensor in state_dict.items():
-        if any(pattern.search(key) for pattern in _KNOWN_EXTRAS):
-            dropped.append(key)
-            continue
         if key.startswith(_BACKBONE):
-            for pattern, replacement in _TRANSFORMERS5_MEMORY_NAMES:
-                key = pattern.sub(replacement, key)
+            name = native_name(key[len(_BACKBONE):])
+            if name is None:
+                dropped.append(key)
+                continue
+            key = _BACKBONE + name
         converted[key] = tensor
     return converted, dropped
 
 
-def to_file_layout(state_dict: Mapping[str, Tensor], *, backbone_channels: int | None,
-                   num_labels: int | None, no_object_weight: float | None, prefix: str = "model.") -> dict[str, Tensor]:
+def to_file_layout(state_dict: Mapping[str, Tensor], *, backbone_config: Any, num_labels: int | None,
+                   no_object_weight: float | None, prefix: str = "model.") -> dict[str, Tensor]:
     """Our state dict as transformers 5 expects its file: adds the keys it wants but we do not use.
 
-    ``swin.layernorm`` (identity LayerNorm over the last stage's ``backbone_channels``) and, when the model has no
-    criterion yet, ``criterion.empty_weight`` (ones, last entry ``no_object_weight``) are added if absent.
+    The backbone's ``file_extras`` (e.g. Swin's unused ``swin.layernorm``) and, when the model has no criterion yet,
+    ``criterion.empty_weight`` (ones, last entry ``no_object_weight``) are added if absent.
     """
     out = {key: tensor.detach().contiguous() for key, tensor in state_dict.items()}
     backbone = prefix + _BACKBONE[len("model."):]
-    if backbone_channels is not None and f"{backbone}embeddings.norm.weight" in out:
-        dtype = out[f"{backbone}embeddings.norm.weight"].dtype
-        out.setdefault(f"{backbone}swin.layernorm.weight", torch.ones(backbone_channels, dtype=dtype))
-        out.setdefault(f"{backbone}swin.layernorm.bias", torch.zeros(backbone_channels, dtype=dtype))
+    own = {key[len(backbone):]: tensor for key, tensor in out.items() if key.startswith(backbone)}
+    if own:
+        extras = backbone_entry(backbone_config.model_type).rules.file_extras(backbone_config, own)
+        for key, tensor in extras.items():
+            out.setdefault(backbone + key, tensor)
     if num_labels is not None and no_object_weight is not None and "class_predictor.weight" in out:
         empty_weight = torch.ones(num_labels + 1)
         empty_weight[-1] = no_object_weight

@@ -88,11 +88,11 @@ class PretrainedMixin:
         elif config_overrides:
             raise ValueError("Pass config overrides either inside `config` or as keyword arguments, not both.")
         weights = _to_full_keys(read_checkpoint_weights(pretrained_model_name_or_path, **hub))
-        weights, ignored = to_native_layout(weights)
+        weights, ignored = to_native_layout(weights, config.backbone_config.model_type)
         if cls._is_body():
             ignored += [key for key in weights if key.startswith(_HEAD_PREFIXES)]
             weights = {key[len("model."):]: value for key, value in weights.items() if key.startswith("model.")}
-        model = cls(config)  # type: ignore[call-arg]
+        model = cls._without_pretrained_backbone(config)
         if not cls._is_body():
             # derived from no_object_weight; older files may lack it
             weights.setdefault("criterion.empty_weight", model.criterion.empty_weight)  # type: ignore[attr-defined]
@@ -102,6 +102,40 @@ class PretrainedMixin:
         model.eval()  # type: ignore[attr-defined]
         model.to(device=device, dtype=resolve_dtype(dtype))  # type: ignore[attr-defined]
         return model
+
+    @classmethod
+    def from_original_checkpoint(
+        cls: type[ModelT],
+        path: str | os.PathLike[str],
+        config: Mask2FormerConfig | str | os.PathLike[str] | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+    ) -> ModelT:
+        """Load a checkpoint of the original Mask2Former model zoo (detectron2's ``model_final_*.pkl``, or a ``.pth``
+        state dict), Swin or ResNet backbone, without detectron2 and without running code from the file.
+
+        ``config``: a preset name (``"coco-panoptic-r50"``, see ``mask2former.io.zoo.ZOO``), a ``config.json`` path
+        or a ``Mask2FormerConfig``. By default the preset whose released file has this name, else the architecture
+        read off the tensor shapes. Returns the model in eval mode; ``model.load_report`` lists the stored tensors
+        that were not loaded because they are derived (``criterion.empty_weight``, ``relative_position_index``).
+        """
+        from mask2former.io.convert import load_original
+
+        model, _ = load_original(cls, path, config)
+        model.to(device=device, dtype=resolve_dtype(dtype))  # type: ignore[attr-defined]
+        return model  # type: ignore[return-value]
+
+    @classmethod
+    def _without_pretrained_backbone(cls: type[ModelT], config: Mask2FormerConfig) -> ModelT:
+        """The model of ``config`` without fetching backbone weights: a full checkpoint is about to supply them.
+        ``config.use_pretrained_backbone`` keeps its value (it is written back on saving)."""
+        wanted = config.use_pretrained_backbone
+        config.use_pretrained_backbone = False
+        try:
+            return cls(config)  # type: ignore[call-arg]
+        finally:
+            config.use_pretrained_backbone = wanted
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], *, safe_serialization: bool = True) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``) in transformers' layout.
@@ -115,7 +149,7 @@ class PretrainedMixin:
         module: nn.Module = self  # type: ignore[assignment]
         tensors = to_file_layout(
             module.state_dict(),
-            backbone_channels=config.backbone_config.hidden_size,
+            backbone_config=config.backbone_config,
             num_labels=None if self._is_body() else config.num_labels,
             no_object_weight=None if self._is_body() else config.no_object_weight,
             prefix="" if self._is_body() else "model.",

@@ -8,32 +8,19 @@ from __future__ import annotations
 
 from torch import nn
 
-from mask2former.config import Mask2FormerConfig, SwinConfig
+from mask2former.config import Mask2FormerConfig
 from mask2former.loss.criterion import Mask2FormerCriterion
 from mask2former.modeling.backbones import FeatureInfo
-from mask2former.modeling.backbones.swin import SwinBackbone
+from mask2former.modeling.backbones.registry import backbone_entry
 from mask2former.modeling.pixel_decoder import PixelDecoder
 from mask2former.modeling.transformer_decoder import MaskedAttentionTransformer
 
 
-def build_backbone(config: SwinConfig) -> SwinBackbone:
-    return SwinBackbone(
-        num_channels=config.num_channels,
-        patch_size=config.patch_size,
-        embed_dim=config.embed_dim,
-        depths=config.depths,
-        num_heads=config.num_heads,
-        window_size=config.window_size,
-        mlp_ratio=config.mlp_ratio,
-        qkv_bias=config.qkv_bias,
-        hidden_act=config.hidden_act,
-        layer_norm_eps=config.layer_norm_eps,
-        drop_path_rate=config.drop_path_rate,
-        hidden_dropout_prob=config.hidden_dropout_prob,
-        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-        out_indices=config.out_indices,
-        init_std=config.initializer_range,
-    )
+def build_backbone(config: Mask2FormerConfig) -> nn.Module:
+    """The backbone of ``config.backbone_config``'s type (its registry row's builder). The module honours the
+    contract of ``backbones/base.py``: ``feature_info`` and a list of maps, finest first."""
+    backbone_config = config.backbone_config
+    return backbone_entry(backbone_config.model_type).build(backbone_config)
 
 
 def build_pixel_decoder(config: Mask2FormerConfig, in_features: list[FeatureInfo]) -> PixelDecoder:

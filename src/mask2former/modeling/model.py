@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mask2former.config import Mask2FormerConfig
 from mask2former.io.pretrained import PretrainedMixin
-from mask2former.modeling.backbones.swin import SwinBackbone
+from mask2former.modeling.backbones import Backbone
 from mask2former.modeling.builder import (
     build_backbone,
     build_class_predictor,
@@ -32,9 +32,9 @@ from mask2former.modeling.transformer_decoder import MaskedAttentionTransformer,
 
 
 class PixelLevelModule(nn.Module):
-    """Backbone (``encoder``) followed by the pixel decoder (``decoder``)."""
+    """Backbone (``encoder``, any module honouring ``backbones.Backbone``) followed by the pixel decoder."""
 
-    def __init__(self, encoder: SwinBackbone, decoder: PixelDecoder) -> None:
+    def __init__(self, encoder: Backbone, decoder: PixelDecoder) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -88,8 +88,12 @@ class Mask2FormerModel(PretrainedMixin, GradientCheckpointingMixin, nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        backbone = build_backbone(config.backbone_config)
+        backbone = build_backbone(config)
         self.pixel_level_module = PixelLevelModule(backbone, build_pixel_decoder(config, backbone.feature_info))
+        if config.use_pretrained_backbone:
+            from mask2former.io.pretrained_backbone import load_pretrained_backbone
+
+            load_pretrained_backbone(backbone, config)
         self.transformer_module: MaskedAttentionTransformer = build_transformer_decoder(config)
 
     def compute_features(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,

@@ -145,7 +145,8 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
     if resume and checkpoint is not None:
         from mask2former.io.checkpoint import load_into_model, read_checkpoint_weights, to_native_layout
 
-        weights, ignored = to_native_layout(read_checkpoint_weights(checkpoint))
+        weights, ignored = to_native_layout(read_checkpoint_weights(checkpoint),
+                                            model.config.backbone_config.model_type)
         load_into_model(model, weights, ignored=ignored)
         state = load_training_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])

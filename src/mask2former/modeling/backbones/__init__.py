@@ -1,13 +1,9 @@
-"""Backbones. Each exposes ``feature_info``: the channels and stride of every map it returns, finest first."""
+"""Backbones: one file each (config, builder, key rules, module), one row each in ``registry.BACKBONES``.
 
-from __future__ import annotations
+Every backbone exposes ``feature_info``: the channels and stride of every map it returns, finest first
+(``base.py`` states the contract).
+"""
 
-from dataclasses import dataclass
+from mask2former.modeling.backbones.base import Backbone, BackboneConfig, CheckpointRules, FeatureInfo
 
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """One backbone output: its channel count and its stride (reduction) relative to the input image."""
-
-    channels: int
-    stride: int
+__all__ = ["Backbone", "BackboneConfig", "CheckpointRules", "FeatureInfo"]

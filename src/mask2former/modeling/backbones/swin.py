@@ -1,448 +1,30 @@
 """Swin Transformer backbone (Liu et al., 2021) with the parameter names of transformers' ``SwinBackbone`` files.
 
 The data path: a 4x4 patch embedding, then stages of Swin blocks (window attention with a relative position bias, every
-second block on windows shifted by half a window), with a 2x2 patch merging between stages. Each requested stage's map
-is taken before its patch merging, layer-normed, and returned as (B, C_s, H_s, W_s).
+second block on windows shifted by half a window), with a 2x2 patch merging between stages (``swin_layers.py``). Each
+requested stage's map is taken before its patch merging, layer-normed, and returned as (B, C_s, H_s, W_s).
 
-Every map is kept channels-last, (B, H, W, C), inside the backbone. Module and attribute names follow the checkpoint
-layout (``attention.self.query``, ``intermediate.dense``, ...) so that state dicts load without renaming.
+This file is Swin's row of the backbone registry: ``SwinConfig``, ``build_swin`` and ``SWIN_RULES`` (how Swin weights
+are named in transformers' files and in the original checkpoints).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mask2former.modeling.backbones import FeatureInfo
-from mask2former.modeling.checkpointing import call_layer
-from mask2former.modeling.chunked import by_slabs, slab_edges, slabs_pay
-from mask2former.modeling.inplace import add_into, gelu_into
-
-_ACTIVATIONS = {
-    "gelu": lambda: nn.GELU(),
-    "gelu_new": lambda: nn.GELU(approximate="tanh"),
-    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
-    "relu": lambda: nn.ReLU(),
-    "silu": lambda: nn.SiLU(),
-    "swish": lambda: nn.SiLU(),
-}
-
-
-def window_partition(x: Tensor, window_size: int) -> Tensor:
-    """Cut a map whose sides are multiples of ``window_size`` into non-overlapping square windows.
-
-    (B, H, W, C) -> (B, nW, N, C) with nW = (H / w) * (W / w) windows in row-major order and N = w * w tokens per
-    window, also in row-major order.
-    """
-    B, H, W, C = x.shape
-    w = window_size
-    x = x.view(B, H // w, w, W // w, w, C)  # (B, H/w, w, W/w, w, C)
-    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/w, W/w, w, w, C)
-    return x.reshape(B, (H // w) * (W // w), w * w, C)  # (B, nW, N, C)
-
-
-def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -> Tensor:
-    """Inverse of :func:`window_partition`: (B, nW, N, C) -> (B, H, W, C) with H = ``height``, W = ``width``."""
-    B, _, _, C = windows.shape
-    w = window_size
-    x = windows.view(B, height // w, width // w, w, w, C)  # (B, H/w, W/w, w, w, C)
-    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/w, w, W/w, w, C)
-    return x.reshape(B, height, width, C)  # (B, H, W, C)
-
-
-def relative_position_index(window_size: int) -> Tensor:
-    """Row of the bias table used by each (query, key) token pair of a window.
-
-    Returns a long tensor (N, N), N = w * w: for tokens at (y1, x1) and (y2, x2) the entry is
-    (y1 - y2 + w - 1) * (2w - 1) + (x1 - x2 + w - 1), an index into a table of (2w - 1)^2 rows.
-    """
-    w = window_size
-    ys, xs = torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")  # (w, w) each
-    coords = torch.stack((ys.flatten(), xs.flatten()))  # (2, N)
-    delta = coords[:, :, None] - coords[:, None, :] + (w - 1)  # (2, N, N), each entry in [0, 2w - 2]
-    return delta[0] * (2 * w - 1) + delta[1]  # (N, N)
-
-
-def shifted_window_mask(
-    height: int, width: int, window_size: int, shift_size: int, *, device: torch.device, dtype: torch.dtype
-) -> Tensor:
-    """Additive attention mask for windows cut from a map rolled up and left by ``shift_size``.
-
-    After the roll, the last window row and column hold tokens from up to three separate regions per axis (the map's
-    interior, its last ``window - shift`` rows or columns, and the ``shift`` rows or columns that wrapped around).
-    Tokens of different regions must not attend to each other: such pairs get -100, the rest 0.
-
-    ``height`` and ``width`` are the padded map size (multiples of the window). Returns (nW, N, N).
-    """
-
-    def regions(size: int) -> Tensor:
-        index = torch.arange(size, device=device)
-        return (index >= size - window_size).long() + (index >= size - shift_size).long()  # (size,) in {0, 1, 2}
-
-    region = regions(height)[:, None] * 3 + regions(width)[None, :]  # (H, W)
-    region = window_partition(region[None, :, :, None], window_size)[0, :, :, 0]  # (nW, N)
-    different = region[:, :, None] != region[:, None, :]  # (nW, N, N)
-    return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill(different, -100.0)
-
-
-def window_gather_indices(
-    height: int, width: int, window_size: int, shift_size: int, *, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """Indices that cut a map into (shifted) windows and put it back, each as one gather.
-
-    Equivalent to zero-padding the (H, W) map right and bottom to multiples of the window (Hp, Wp), rolling it up and
-    left by ``shift_size``, then :func:`window_partition`; and back: :func:`window_reverse`, the opposite roll, cropping.
-
-    Returns ``to_windows`` (nW * N,): the map token (row-major, in [0, H*W]) that each window token reads, H*W standing
-    for a zero token (padding); and ``from_windows`` (H * W,): the window token (in [0, nW*N)) holding each map token.
-    """
-    w, s = window_size, shift_size
-    padded_h, padded_w = height + (-height % w), width + (-width % w)
-    # (row, column) of the padded map seen by each window token, windows and tokens row-major
-    rows = (torch.arange(padded_h, device=device) + s) % padded_h  # (Hp,) rolled row -> padded row
-    cols = (torch.arange(padded_w, device=device) + s) % padded_w  # (Wp,)
-    rows = rows.view(padded_h // w, 1, w, 1)  # (Hp/w, 1, w, 1): window row, token row
-    cols = cols.view(1, padded_w // w, 1, w)  # (1, Wp/w, 1, w): window column, token column
-    inside = (rows < height) & (cols < width)  # (Hp/w, Wp/w, w, w)
-    to_windows = torch.where(inside, rows * width + cols, height * width).flatten()  # (nW * N,)
-    # map token (r, c) sits at rolled position (i, j) = ((r - s) mod Hp, (c - s) mod Wp): window (i // w, j // w),
-    # token (i mod w, j mod w)
-    i = ((torch.arange(height, device=device) - s) % padded_h)[:, None]  # (H, 1)
-    j = ((torch.arange(width, device=device) - s) % padded_w)[None, :]  # (1, W)
-    from_windows = ((i // w) * (padded_w // w) + j // w) * (w * w) + (i % w) * w + j % w  # (H, W)
-    return to_windows, from_windows.flatten()  # (nW * N,), (H * W,)
-
-
-class WindowLayout(NamedTuple):
-    """How a stage's blocks of one shift cut their map into windows; computed once per stage and map size."""
-
-    to_windows: Tensor
-    """(nW * N,) map token read by each window token, H*W for padding (see :func:`window_gather_indices`)."""
-    from_windows: Tensor
-    """(H * W,) window token holding each map token."""
-    shift_mask: Tensor | None
-    """(nW, N, N) additive mask of shifted windows, None without shift."""
-
-
-_QKV_BEFORE_WINDOWS = 1.2  # (window tokens) / (map tokens) from which a block computes q, k, v before windowing
-_WINDOW_SLAB_TOKENS = 4096  # window tokens per slab of the attention in CPU inference (see modeling/chunked.py)
-
-
-def _gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
-    """tokens (B, T, C), index (I,) into T -> (B, I, C): ``tokens[:, index]`` as one row gather over the whole batch."""
-    B, T, C = tokens.shape
-    index = (index[None] + torch.arange(B, device=index.device)[:, None] * T).flatten()  # (B*I,)
-    return tokens.reshape(B * T, C).index_select(0, index).view(B, -1, C)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: in training, zero a residual branch for a random subset of samples, rescaling the rest."""
-
-    def __init__(self, drop_prob: float = 0.0) -> None:
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep_prob = 1.0 - self.drop_prob
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep_prob)  # (B, 1, ..., 1)
-        return x * keep / keep_prob
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
-
-
-class PatchEmbeddings(nn.Module):
-    """Non-overlapping patches projected by a strided convolution."""
-
-    def __init__(self, num_channels: int, embed_dim: int, patch_size: int) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.projection = nn.Conv2d(num_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, pixel_values: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, C, ceil(H / p), ceil(W / p)); the image is zero-padded right and bottom first."""
-        _, _, H, W = pixel_values.shape
-        p = self.patch_size
-        pixel_values = F.pad(pixel_values, (0, -W % p, 0, -H % p))  # (B, 3, H', W'), multiples of p
-        return self.projection(pixel_values)
-
-
-class Embeddings(nn.Module):
-    """Patch embedding followed by a LayerNorm (the stem of the backbone)."""
-
-    def __init__(self, num_channels: int, embed_dim: int, patch_size: int, dropout: float) -> None:
-        super().__init__()
-        self.patch_embeddings = PatchEmbeddings(num_channels, embed_dim, patch_size)
-        self.norm = nn.LayerNorm(embed_dim)  # default eps, as in the reference (not layer_norm_eps)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, pixel_values: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, H/p, W/p, C)."""
-        x = self.patch_embeddings(pixel_values).permute(0, 2, 3, 1)  # (B, H/p, W/p, C)
-        return self.dropout(self.norm(x))
-
-
-class DenseOutput(nn.Module):
-    """A Linear layer followed by an optional activation and dropout; named ``dense`` as in the checkpoints."""
-
-    def __init__(
-        self, in_features: int, out_features: int, *, activation: str | None = None, dropout: float = 0.0
-    ) -> None:
-        super().__init__()
-        self.dense = nn.Linear(in_features, out_features)
-        self.activation = _ACTIVATIONS[activation]() if activation is not None else nn.Identity()
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        hidden = self.dense(x)
-        if isinstance(self.activation, nn.GELU):  # in place in inference: no second (tokens, 4C) buffer
-            return self.dropout(gelu_into(hidden, self.activation.approximate))
-        return self.dropout(self.activation(hidden))
-
-
-class WindowSelfAttention(nn.Module):
-    """Multi-head self-attention inside each window, with a learned bias per relative position and head."""
-
-    def __init__(
-        self, dim: int, num_heads: int, window_size: int, *, qkv_bias: bool, attention_dropout: float
-    ) -> None:
-        super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"channels ({dim}) must be divisible by the number of heads ({num_heads})")
-        self.num_heads = num_heads
-        self.window_size = window_size
-        self.attention_dropout = attention_dropout
-        self.query = nn.Linear(dim, dim, bias=qkv_bias)
-        self.key = nn.Linear(dim, dim, bias=qkv_bias)
-        self.value = nn.Linear(dim, dim, bias=qkv_bias)
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        # Derived from the window size alone: rebuilt here, never saved or loaded.
-        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
-
-    def relative_position_bias(self) -> Tensor:
-        """The bias added to the attention logits of every window: (nh, N, N)."""
-        N = self.window_size**2
-        bias = self.relative_position_bias_table[self.relative_position_index.flatten()]  # (N * N, nh)
-        return bias.view(N, N, self.num_heads).permute(2, 0, 1)  # (nh, N, N)
-
-    def qkv(self, tokens: Tensor) -> Tensor:
-        """(..., C) -> (..., 3C): query, key and value from one matrix product with the three checkpoint matrices
-        stacked (they stay separate parameters)."""
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3C, C)
-        bias = None if self.query.bias is None else torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        return F.linear(tokens, weight, bias)
-
-    def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
-        """Attend within each window: (B * nW, N, C) -> (B * nW, N, C), before the output projection.
-
-        ``windows`` holds the windows of B images one image after the other; ``shift_mask`` is None or the additive
-        (nW, N, N) mask of shifted windows.
-        """
-        return self.attend(self.qkv(windows), shift_mask)
-
-    def attend(self, qkv: Tensor, shift_mask: Tensor | None = None) -> Tensor:
-        """:meth:`forward` from the windows' query, key and value: (B * nW, N, 3C) -> (B * nW, N, C).
-
-        Windows are the batch axis of the attention and heads its head axis, so q, k and v are strided views of the
-        product and the output is already in token-major order: no copies around the kernel.
-        """
-        num_windows, N, C3 = qkv.shape  # num_windows = B * nW
-        C, nh = C3 // 3, self.num_heads
-        q, k, v = qkv.view(num_windows, N, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, nh, N, hs)
-        mask = self.relative_position_bias()[None]  # (1, nh, N, N), the same for every window
-        if shift_mask is not None:
-            mask = mask + shift_mask[:, None]  # (nW, nh, N, N)
-            if num_windows != mask.shape[0]:
-                mask = mask.repeat(num_windows // mask.shape[0], 1, 1, 1)  # (B*nW, nh, N, N)
-        dropout = self.attention_dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout)  # (B*nW, nh, N, hs)
-        return out.transpose(1, 2).reshape(num_windows, N, C)  # (B*nW, N, C)
-
-
-class Attention(nn.Module):
-    """Window self-attention (``self``) followed by its output projection (``output``), as the checkpoints name them."""
-
-    def __init__(
-        self, dim: int, num_heads: int, window_size: int, *, qkv_bias: bool, attention_dropout: float, dropout: float
-    ) -> None:
-        super().__init__()
-        self.self = WindowSelfAttention(
-            dim, num_heads, window_size, qkv_bias=qkv_bias, attention_dropout=attention_dropout
-        )
-        self.output = DenseOutput(dim, dim, dropout=dropout)
-
-    def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
-        """(B * nW, N, C) -> (B * nW, N, C)."""
-        return self.output(self.self(windows, shift_mask))
-
-
-class SwinBlock(nn.Module):
-    """Pre-norm transformer block on (shifted) windows: x + attention(LN(x)), then x + MLP(LN(x)).
-
-    The map is zero-padded right and bottom to a multiple of the window (after the first LayerNorm) and cropped back
-    after the attention. Window and shift are used as given for every map size, however small: the reference backbone
-    runs its blocks with ``always_partition=True``, which skips the clamping transformers' ``SwinModel`` applies when
-    the map is not larger than the window, so tiny maps are padded up to one full (possibly shifted) window.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window_size: int,
-        shift_size: int,
-        *,
-        mlp_ratio: float,
-        qkv_bias: bool,
-        hidden_act: str,
-        layer_norm_eps: float,
-        drop_path: float,
-        dropout: float,
-        attention_dropout: float,
-    ) -> None:
-        super().__init__()
-        self.window_size = window_size
-        self.shift_size = shift_size
-        hidden_dim = int(dim * mlp_ratio)
-        self.layernorm_before = nn.LayerNorm(dim, eps=layer_norm_eps)
-        self.attention = Attention(
-            dim, num_heads, window_size, qkv_bias=qkv_bias, attention_dropout=attention_dropout, dropout=dropout
-        )
-        self.layernorm_after = nn.LayerNorm(dim, eps=layer_norm_eps)
-        self.intermediate = DenseOutput(dim, hidden_dim, activation=hidden_act)
-        self.output = DenseOutput(hidden_dim, dim, dropout=dropout)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor, windows: WindowLayout) -> Tensor:
-        """(B, H, W, C) -> (B, H, W, C). ``windows``: the gathers and mask of this block's window layout."""
-        B, H, W, C = x.shape
-        N = self.window_size**2
-
-        y = self.layernorm_before(x).view(B, H * W, C)  # (B, H*W, C)
-        attention = self.attention.self
-        window_tokens = windows.to_windows.numel()  # nW * N, H*W of them from the map and the rest padding
-        if window_tokens >= _QKV_BEFORE_WINDOWS * H * W:
-            # Much padding (small maps, late stages): q, k, v of the map's tokens only, and padding takes those of a
-            # zero token (the bias), placed after the map's; gathering 3C channels costs less than the products saved.
-            qkv = attention.qkv(y)  # (B, H*W, 3C)
-            zero = qkv.new_zeros(B, 1, 3 * C) if attention.query.bias is None else attention.qkv(y.new_zeros(B, 1, C))
-            source, project = torch.cat([qkv, zero], dim=1), False  # (B, H*W + 1, 3C)
-        else:
-            if window_tokens != H * W:  # padding reads a zero token placed after the map's tokens
-                y = torch.cat([y, y.new_zeros(B, 1, C)], dim=1)  # (B, H*W + 1, C)
-            source, project = y, True
-
-        def attend(first: int, last: int) -> Tensor:
-            """Windows [first, last) of every image: (B * (last - first), N, C)."""
-            qkv = _gather_tokens(source, windows.to_windows[first * N:last * N])  # (B, (last-first)*N, C or 3C)
-            qkv = attention.qkv(qkv) if project else qkv  # (B, (last-first)*N, 3C)
-            mask = None if windows.shift_mask is None else windows.shift_mask[first:last]
-            return attention.attend(qkv.view(-1, N, 3 * C), mask)
-
-        num_windows = window_tokens // N
-        edges = slab_edges(num_windows, max(1, _WINDOW_SLAB_TOKENS // (B * N)))
-        if len(edges) == 2 or not slabs_pay(y):
-            y = attend(0, num_windows)  # (B*nW, N, C)
-        else:  # CPU inference: windows a slab at a time, so q, k, v and the attention's mask stay small
-            y = y.new_empty(B, num_windows, N, C)
-            for first, last in zip(edges, edges[1:]):
-                y[:, first:last] = attend(first, last).view(B, last - first, N, C)
-        y = _gather_tokens(y.view(B, -1, C), windows.from_windows)  # (B, H*W, C): back to the map, cropped
-        y = self.attention.output(y).view(B, H, W, C)  # output projection of the map's tokens only
-        x = add_into(self.drop_path(y), x)  # (B, H, W, C)
-
-        # Stochastic depth on both residual branches, as in the original Swin that Mask2Former trained with
-        # (transformers' Swin applies it to the attention branch only; the two agree in eval mode).
-        return add_into(self.drop_path(by_slabs(self._feed_forward, x)), x)
-
-    def _feed_forward(self, tokens: Tensor) -> Tensor:
-        """(..., C) -> (..., C): LayerNorm, then the MLP through (..., mlp_ratio * C), token by token."""
-        return self.output(self.intermediate(self.layernorm_after(tokens)))
-
-
-class PatchMerging(nn.Module):
-    """2x2 neighbourhoods concatenated (4C), normalised and projected to 2C: halves the resolution."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)  # default eps, as in the reference
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, H, W, C) -> (B, ceil(H / 2), ceil(W / 2), 2C); odd sides are zero-padded right and bottom."""
-        _, H, W, _ = x.shape
-        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # (B, H', W', C), even sides
-        # order of the concatenation: (row, col) = (0, 0), (1, 0), (0, 1), (1, 1)
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x))  # (B, H'/2, W'/2, 2C)
-
-
-class SwinStage(nn.Module):
-    """Blocks alternating plain and shifted windows, then (except in the last stage) a patch merging.
-
-    With ``gradient_checkpointing`` each block is recomputed in backward instead of keeping its activations.
-    """
-
-    gradient_checkpointing: bool = False
-
-    def __init__(
-        self,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        window_size: int,
-        *,
-        mlp_ratio: float,
-        qkv_bias: bool,
-        hidden_act: str,
-        layer_norm_eps: float,
-        drop_paths: Sequence[float],
-        dropout: float,
-        attention_dropout: float,
-        downsample: bool,
-    ) -> None:
-        super().__init__()
-        self.window_size = window_size
-        self.shift_size = window_size // 2
-        self.blocks = nn.ModuleList(
-            SwinBlock(
-                dim,
-                num_heads,
-                window_size,
-                shift_size=0 if i % 2 == 0 else self.shift_size,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                hidden_act=hidden_act,
-                layer_norm_eps=layer_norm_eps,
-                drop_path=drop_paths[i],
-                dropout=dropout,
-                attention_dropout=attention_dropout,
-            )
-            for i in range(depth)
-        )
-        self.downsample = PatchMerging(dim) if downsample else None
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(B, H, W, C) -> the stage's map (B, H, W, C) before merging, and the merged map (B, H/2, W/2, 2C) or None."""
-        _, H, W, _ = x.shape
-        w = self.window_size
-        layouts = {}  # computed once per shift, shared by the blocks of that shift
-        for shift in sorted({block.shift_size for block in self.blocks}):
-            shift_mask = None
-            if shift > 0:
-                shift_mask = shifted_window_mask(
-                    H + (-H % w), W + (-W % w), w, shift, device=x.device, dtype=x.dtype
-                )  # (nW, N, N)
-            layouts[shift] = WindowLayout(*window_gather_indices(H, W, w, shift, device=x.device), shift_mask)
-        for block in self.blocks:
-            x = call_layer(block, self.gradient_checkpointing, x, layouts[block.shift_size])
-        return x, (self.downsample(x) if self.downsample is not None else None)
+from mask2former.modeling.backbones.base import (
+    CheckpointRules,
+    FeatureInfo,
+    OriginalWeights,
+    StagedBackboneConfig,
+    resolve_out_indices,
+)
+from mask2former.modeling.backbones.swin_layers import ACTIVATIONS, Embeddings, SwinStage, WindowSelfAttention
 
 
 class SwinBackbone(nn.Module):
@@ -479,8 +61,8 @@ class SwinBackbone(nn.Module):
             raise ValueError(f"out_indices must be increasing stage numbers from 1, got {list(out_indices)}")
         if out_indices[-1] > num_stages:
             raise ValueError(f"out_indices {list(out_indices)} ask for more than {num_stages} stages")
-        if hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"unknown hidden_act {hidden_act!r}; known: {sorted(_ACTIVATIONS)}")
+        if hidden_act not in ACTIVATIONS:
+            raise ValueError(f"unknown hidden_act {hidden_act!r}; known: {sorted(ACTIVATIONS)}")
         self.out_indices = tuple(out_indices)
         self.init_std = init_std
 
@@ -542,3 +124,194 @@ class SwinBackbone(nn.Module):
             if s == self.out_indices[-1]:
                 break  # later stages would feed no output
         return features
+
+
+# --- config, builder and checkpoint key rules (one row of registry.BACKBONES) ----------------------------------------
+
+
+class SwinConfig(StagedBackboneConfig):
+    """Hyper-parameters of a Swin Transformer backbone, in transformers' ``SwinConfig`` schema (``model_type: swin``).
+
+    The defaults are those of transformers' ``SwinConfig``; ``Mask2FormerConfig`` uses different ones (Swin with
+    depths [2, 2, 18, 2] and drop path 0.3) when no backbone is given.
+    """
+
+    model_type = "swin"
+    fields = ("image_size", "patch_size", "num_channels", "embed_dim", "depths", "num_heads", "window_size",
+              "mlp_ratio", "qkv_bias", "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate",
+              "hidden_act", "use_absolute_embeddings", "initializer_range", "layer_norm_eps", "encoder_stride",
+              "out_features", "out_indices")
+    derived = ("num_layers", "hidden_size", "stage_names")
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 4,
+        num_channels: int = 3,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        drop_path_rate: float = 0.1,
+        hidden_act: str = "gelu",
+        use_absolute_embeddings: bool = False,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-5,
+        encoder_stride: int = 32,
+        out_features: list[str] | None = None,
+        out_indices: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.embed_dim = embed_dim
+        self.depths = list(depths)
+        self.num_heads = list(num_heads)
+        self.window_size = window_size
+        self.mlp_ratio = mlp_ratio
+        self.qkv_bias = qkv_bias
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
+        self.hidden_act = hidden_act
+        self.use_absolute_embeddings = use_absolute_embeddings
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.encoder_stride = encoder_stride
+        self.out_indices = resolve_out_indices(out_features, out_indices, self.stage_names, "Swin")
+        self._keep_extra(kwargs)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.depths)
+
+    @property
+    def hidden_size(self) -> int:
+        """Channels of the last stage."""
+        return int(self.embed_dim * 2 ** (len(self.depths) - 1))
+
+    def validate(self) -> None:
+        if len(self.depths) != len(self.num_heads):
+            raise ValueError(f"Swin has {len(self.depths)} depths but {len(self.num_heads)} num_heads; give one head "
+                             "count per stage.")
+        for stage, heads in enumerate(self.num_heads):
+            channels = self.embed_dim * 2**stage
+            if channels % heads != 0:
+                raise ValueError(f"Swin stage {stage + 1} has {channels} channels, not divisible by its {heads} heads;"
+                                 " change embed_dim or num_heads.")
+        if self.use_absolute_embeddings:
+            raise ValueError("Swin use_absolute_embeddings=True is not supported (no Mask2Former checkpoint uses it); "
+                             "set it to false.")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"Swin hidden_act={self.hidden_act!r} is not supported; use one of "
+                             f"{', '.join(ACTIVATIONS)}.")
+        if 0 in self.out_indices:
+            raise ValueError("Swin out_features cannot include 'stem'; choose from stage1..stage4.")
+
+
+def build_swin(config: SwinConfig) -> SwinBackbone:
+    return SwinBackbone(
+        num_channels=config.num_channels,
+        patch_size=config.patch_size,
+        embed_dim=config.embed_dim,
+        depths=config.depths,
+        num_heads=config.num_heads,
+        window_size=config.window_size,
+        mlp_ratio=config.mlp_ratio,
+        qkv_bias=config.qkv_bias,
+        hidden_act=config.hidden_act,
+        layer_norm_eps=config.layer_norm_eps,
+        drop_path_rate=config.drop_path_rate,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+        out_indices=config.out_indices,
+        init_std=config.initializer_range,
+    )
+
+
+# transformers 5 keeps other names in memory than in its files: a raw ``torch.save(model.state_dict())`` from it has
+# these. (pattern, replacement) pairs, applied in order.
+_TRANSFORMERS5_MEMORY_NAMES = (
+    (re.compile(r"^swin\.(embeddings|encoder)\."), r"\1."),
+    (re.compile(r"\.attention\.q_proj\."), ".attention.self.query."),
+    (re.compile(r"\.attention\.k_proj\."), ".attention.self.key."),
+    (re.compile(r"\.attention\.v_proj\."), ".attention.self.value."),
+    (re.compile(r"\.attention\.o_proj\."), ".attention.output.dense."),
+    (re.compile(r"\.attention\.relative_position_bias\.relative_position_bias_table$"),
+     ".attention.self.relative_position_bias_table"),
+    (re.compile(r"\.blocks\.(\d+)\.mlp\.fc1\."), r".blocks.\1.intermediate.dense."),
+    (re.compile(r"\.blocks\.(\d+)\.mlp\.fc2\."), r".blocks.\1.output.dense."),
+)
+
+
+def swin_native_name(key: str) -> str | None:
+    """Known extras of real files: ``relative_position_index`` buffers (official hub files, transformers 4; derived
+    from the window size and rebuilt) and ``swin.layernorm`` (transformers 5: a LayerNorm on the last stage that
+    Mask2Former never uses). Everything else: transformers 5's in-memory names mapped to the file names."""
+    if key.endswith(".relative_position_index") or key.startswith("swin.layernorm."):
+        return None
+    for pattern, replacement in _TRANSFORMERS5_MEMORY_NAMES:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def swin_file_extras(config: SwinConfig, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """transformers 5 expects ``swin.layernorm`` in a file: an identity LayerNorm over the last stage's channels."""
+    dtype = state_dict["embeddings.norm.weight"].dtype
+    return {"swin.layernorm.weight": torch.ones(config.hidden_size, dtype=dtype),
+            "swin.layernorm.bias": torch.zeros(config.hidden_size, dtype=dtype)}
+
+
+# The original Swin (Mask2Former's D2SwinTransformer) -> our names; its fused qkv projection is split below.
+_ORIGINAL_NAMES = (
+    (re.compile(r"^patch_embed\.proj\."), "embeddings.patch_embeddings.projection."),
+    (re.compile(r"^patch_embed\.norm\."), "embeddings.norm."),
+    (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.norm1\."), r"encoder.layers.\1.blocks.\2.layernorm_before."),
+    (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.norm2\."), r"encoder.layers.\1.blocks.\2.layernorm_after."),
+    (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.proj\."),
+     r"encoder.layers.\1.blocks.\2.attention.output.dense."),
+    (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table$"),
+     r"encoder.layers.\1.blocks.\2.attention.self.relative_position_bias_table"),
+    (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\."), r"encoder.layers.\1.blocks.\2.intermediate.dense."),
+    (re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\."), r"encoder.layers.\1.blocks.\2.output.dense."),
+    (re.compile(r"^layers\.(\d+)\.downsample\."), r"encoder.layers.\1.downsample."),
+)
+_ORIGINAL_QKV = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.qkv\.(weight|bias)$")
+_ORIGINAL_NORM = re.compile(r"^norm(\d+)\.(weight|bias)$")
+
+
+def swin_from_original(state_dict: Mapping[str, Tensor], config: SwinConfig) -> OriginalWeights:
+    """The original checkpoint's ``backbone.*`` tensors (prefix removed) under our names.
+
+    ``attn.qkv`` (3C, C) is split into query, key and value (C, C) each, in that order; ``norm{i}`` (the output norm
+    of stage i, 0-based) is ``hidden_states_norms.stage{i+1}``; ``relative_position_index`` (stored as (N, N)) is
+    derived from the window size and dropped.
+    """
+    out = OriginalWeights()
+    for key, tensor in state_dict.items():
+        if key.endswith(".relative_position_index"):
+            out.dropped.append(key)
+        elif match := _ORIGINAL_QKV.match(key):
+            stage, block, kind = match.groups()
+            prefix = f"encoder.layers.{stage}.blocks.{block}.attention.self"
+            for name, part in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
+                out.add(f"{prefix}.{name}.{kind}", part.contiguous(), key)
+        elif match := _ORIGINAL_NORM.match(key):
+            out.add(f"hidden_states_norms.stage{int(match[1]) + 1}.{match[2]}", tensor, key)
+        else:
+            for pattern, replacement in _ORIGINAL_NAMES:
+                if pattern.match(key):
+                    out.add(pattern.sub(replacement, key), tensor, key)
+                    break
+            else:
+                out.add(key, tensor, key)  # unknown: reported as unexpected under its own name
+    return out
+
+
+SWIN_RULES = CheckpointRules(native_name=swin_native_name, file_extras=swin_file_extras,
+                             from_original=swin_from_original)

@@ -90,6 +90,9 @@ def create_app(predictor: Predictor, options: ServeOptions) -> Starlette:
             prediction, batch_size = await batcher.submit((settings, image.size), image)
         except QueueFull as error:
             raise RequestError(503, f"the server is busy: {error} Try again in a moment.") from None
+        except ValueError as error:  # an image the processor cannot take, e.g. too thin to resize (1 x 5000)
+            raise RequestError(422, f"the model cannot segment this {image.width} x {image.height} image: "
+                                    f"{error}.") from None
         return image, name, flags, prediction, batch_size
 
     async def segment_route(request: Request) -> Response:

@@ -168,7 +168,8 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise RequestError(415, f"the upload ({len(data):,} bytes) is not an image: no image format (JPEG, PNG, "
                                 f"WebP, BMP, GIF, TIFF, ...) recognises it.") from None
     except Image.DecompressionBombError as error:
-        raise RequestError(413, f"the image has too many pixels to decode safely ({error})") from None
+        raise RequestError(413, f"the image has too many pixels to decode safely, over this server's limit of "
+                                f"{max_pixels:,} pixels (Pillow: {error})") from None
     except Exception as error:  # a header that names a format but cannot be read
         raise RequestError(422, f"the image is corrupt: its header cannot be read ({error}).") from None
     with image:

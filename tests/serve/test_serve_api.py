@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import sys
 
 import numpy as np
@@ -22,8 +23,6 @@ def examples():
 
 def predict_json(tmp_path, images, *options: str) -> dict[str, dict]:
     """predict's NAME.json per image (by file name), run through the CLI."""
-    import json
-
     out = tmp_path / "predict"
     assert main(["predict", *map(str, images), "--output-dir", str(out), "--device", "cpu", "--no-progress",
                  "--overwrite", *options]) == 0

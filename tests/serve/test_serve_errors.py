@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import io
 import socket
-import subprocess
-import sys
 import zlib
 
 import pytest
 from serve_helpers import multipart, start_server, stop_server
 from PIL import Image
 
+from mask2former.cli import main
 from mask2former.predict import bundled_examples
 
 EXAMPLE = bundled_examples()[0]
@@ -139,17 +138,14 @@ def test_limits_are_options(tmp_path):
         stop_server(small)
 
 
-def test_start_up_errors(tmp_path):
-    def serve(*options: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "mask2former.cli", "serve", "--device", "cpu", *options],
-                              capture_output=True, text=True, timeout=120)
-
+def test_start_up_errors(tmp_path, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        result = serve("--port", str(taken.getsockname()[1]))
-    assert result.returncode == 2 and "cannot listen on 127.0.0.1" in result.stderr and "--port" in result.stderr
-    result = serve("--port", "0", "--model", str(tmp_path / "no_such_model"))
-    assert result.returncode == 2 and "no_such_model" in result.stderr
-    result = serve("--max-batch", "0")
-    assert result.returncode == 2 and "--max-batch must be at least 1" in result.stderr
+        assert main(["serve", "--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on 127.0.0.1" in err and "choose another --port" in err
+    assert main(["serve", "--port", "0", "--model", str(tmp_path / "no_such_model")]) == 2
+    assert "no_such_model" in capsys.readouterr().err
+    assert main(["serve", "--max-batch", "0"]) == 2
+    assert "--max-batch must be at least 1" in capsys.readouterr().err

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 @dataclass
 class Reply:
     status: int

@@ -8,8 +8,8 @@ import socket
 import zlib
 
 import pytest
-from serve_helpers import multipart, start_server, stop_server
 from PIL import Image
+from serve_helpers import multipart, start_server, stop_server
 
 from mask2former.cli import main
 from mask2former.predict import bundled_examples

@@ -65,7 +65,8 @@ def test_page_segments_an_upload_and_highlights_a_row(server, browser, tmp_path)
     view = browser.find_element(By.ID, "view")
     for k in (1, 0):  # hovering a row highlights its segment: the page decoded the right RLE mask
         ActionChains(browser).move_to_element(rows[k]).perform()
-        wait.until(lambda d: view.get_attribute("data-highlight") == str(expected[k]["id"]))
+        wanted = str(expected[k]["id"])
+        wait.until(lambda d, wanted=wanted: view.get_attribute("data-highlight") == wanted)
         assert int(view.get_attribute("data-highlight-area")) == expected[k]["area"]
         assert "active" in rows[k].get_attribute("class")
     screenshot = tmp_path / "serve_page.png"

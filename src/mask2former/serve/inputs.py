@@ -111,7 +111,7 @@ def image_bytes(body: bytes, content_type: str) -> tuple[bytes, str | None]:
     if not parts:
         raise RequestError(400, "the multipart upload holds no file; send the image in a file field named 'image' "
                                 "(curl -F image=@photo.jpg).")
-    name, filename, data = next((p for p in parts if p[0] == "image"), parts[0])
+    _field, filename, data = next((p for p in parts if p[0] == "image"), parts[0])
     if not data:
         raise RequestError(400, f"the uploaded file {filename!r} is empty.")
     return data, filename

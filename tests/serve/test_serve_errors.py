@@ -149,3 +149,50 @@ def test_start_up_errors(tmp_path, capsys):
     assert "no_such_model" in capsys.readouterr().err
     assert main(["serve", "--max-batch", "0"]) == 2
     assert "--max-batch must be at least 1" in capsys.readouterr().err
+
+
+def test_a_failing_model_is_a_500_and_the_server_goes_on():
+    """A model that raises (say, out of memory): that request gets a JSON 500 naming the error, the next ones are
+    served. The app runs in this process, around a stand-in model."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import torch
+    import uvicorn
+    from serve_helpers import Server
+
+    from mask2former.predict import Predictor
+    from mask2former.processing import Mask2FormerImageProcessor
+    from mask2former.serve import ServeOptions, bind, create_app
+
+    class FlakyModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.config = SimpleNamespace(id2label={0: "thing"}, num_queries=1)
+            self.calls = 0
+
+        def forward(self, **inputs):
+            self.calls += 1
+            raise RuntimeError(f"simulated failure {self.calls}")
+
+    sock = bind("127.0.0.1", 0)
+    app = create_app(Predictor(FlakyModel(), Mask2FormerImageProcessor()), ServeOptions(model_name="flaky"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        client = Server(f"http://127.0.0.1:{sock.getsockname()[1]}", None, None, None)
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for attempt in (1, 2):
+            reply = client.post_image("/v1/segment", EXAMPLE.read_bytes())
+            assert reply.status == 500 and reply.json()["status"] == 500
+            assert f"RuntimeError: simulated failure {attempt}" in reply.json()["error"]
+        assert client.call("GET", "/healthz").json() == {"status": "ok"}
+        assert client.call("GET", "/v1/stats").json()["failed_batches"] == 2
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

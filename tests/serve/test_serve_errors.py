@@ -162,8 +162,8 @@ def test_a_failing_model_is_a_500_and_the_server_goes_on():
     import uvicorn
     from serve_helpers import Server
 
+    from mask2former import Mask2FormerImageProcessor
     from mask2former.predict import Predictor
-    from mask2former.processing import Mask2FormerImageProcessor
     from mask2former.serve import ServeOptions, bind, create_app
 
     class FlakyModel(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""Command line: ``mask2former demo | predict | train | evaluate | convert``. The only module that reads argv."""
+"""Command line: ``mask2former demo | predict | serve | train | evaluate | convert``. The only module that reads argv."""
 
 from __future__ import annotations
 
@@ -120,6 +120,66 @@ def _print_summary(summary: Any) -> None:
             print(f"  {path}: {reason}", file=sys.stderr)
 
 
+# ------------------------------------------------------------------------------------------------------- serve
+
+
+def _add_serve_command(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="an HTTP API and a web page for segmenting images (needs pip install "
+                                              "'mask2former[serve]'; see docs/serve.md)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    serve.add_argument("--model", help="model directory or hub id; default: the bundled demo model")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (0: a free one)")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    serve.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    serve.add_argument("--size", type=int, help="the processor's shortest edge; default: the model's")
+    serve.add_argument("--task", choices=["panoptic", "instance", "semantic"], default="panoptic",
+                       help="the task of requests that do not name one")
+    serve.add_argument("--max-batch", type=int, default=8, help="most images in one model call")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0,
+                       help="how long the first request of a batch waits for others")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body, in MB (10^6 bytes)")
+    serve.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image, in pixels (width x height)")
+    serve.add_argument("--max-queue", type=int, default=64,
+                       help="requests waiting for the model beyond which new ones get 503")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``mask2former serve``: serves until stopped (0); 2 when it cannot start (the extra is missing, a bad option,
+    no such model, the port is taken)."""
+    try:
+        from mask2former.serve import ServeOptions, bind, serve
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from mask2former.predict import Predictor
+
+    for flag, value, low in (("--max-batch", args.max_batch, 1), ("--max-wait-ms", args.max_wait_ms, 0),
+                             ("--max-upload-mb", args.max_upload_mb, 1e-6), ("--max-pixels", args.max_pixels, 1),
+                             ("--max-queue", args.max_queue, 1)):
+        if not value >= low:
+            print(f"error: {flag} must be at least {low:g} (got {value:g}).", file=sys.stderr)
+            return 2
+    try:
+        sock = bind(args.host, args.port)  # before loading the model: a taken port fails at once
+    except (OSError, OverflowError) as error:
+        print(f"error: cannot listen on {args.host}:{args.port} ({error}); choose another --port or --host.",
+              file=sys.stderr)
+        return 2
+    try:
+        predictor = Predictor.from_pretrained(args.model, args.task, device=args.device, dtype=args.dtype,
+                                              size=args.size)
+    except (OSError, ValueError, RuntimeError) as error:
+        sock.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                           max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_pixels=args.max_pixels,
+                           max_queue=args.max_queue, model_name=args.model or "bundled demo model")
+    serve(predictor, options, sock, announce=lambda message: print(message, flush=True))
+    return 0
+
+
 def _data_spec_from_args(args: argparse.Namespace):
     from mask2former.train.config import DataSpec
 
@@ -206,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     predict = commands.add_parser("predict", help="segment images: overlay PNGs, segment JSONs, COCO files",
                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_predict_arguments(predict)
+    _add_serve_command(commands)
 
     train = commands.add_parser("train", help="train or fine-tune (single process, or every process under torchrun)")
     train.add_argument("--config", type=Path, help="YAML file of training settings (see docs/training.md)")
@@ -240,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_predict(demo_args, overwrite=True)
     if args.command == "predict":
         return run_predict(args)
+    if args.command == "serve":
+        return run_serve(args)
     if args.command == "train":
         return run_train(args)
     if args.command == "convert":

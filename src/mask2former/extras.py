@@ -14,7 +14,7 @@ EXTRAS = {
     "hub": "huggingface_hub",
     "coco": "pycocotools",
     "onnx": "onnx and onnxruntime",
-    "serve": "fastapi, uvicorn and python-multipart",
+    "serve": "starlette, uvicorn and python-multipart",
 }
 
 

@@ -145,7 +145,7 @@ def export_directory(model_source: str | os.PathLike[str] | nn.Module, output_di
     non-empty ``output_dir`` is an error unless ``overwrite``. Returns the directory, the check and the export seconds.
     """
     from mask2former import Mask2FormerForUniversalSegmentation
-    from mask2former.processing import Mask2FormerImageProcessor
+    from mask2former.preprocess import Mask2FormerImageProcessor
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():

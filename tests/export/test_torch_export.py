@@ -9,7 +9,11 @@ import torch
 
 from helpers import tiny_config_kwargs
 
-from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerForUniversalSegmentationOutput
+from mask2former import (
+    Mask2FormerConfig,
+    Mask2FormerForUniversalSegmentation,
+    Mask2FormerForUniversalSegmentationOutput,
+)
 from mask2former.export.onnx import example_size
 
 

@@ -65,7 +65,7 @@ def main() -> None:
         operators = onnx_operators(directory / "model.onnx")
         lines.append(f"{export_line}; model.onnx {size_mb:.1f} MB")
         lines.append(f"operators ({len(operators)}): {', '.join(operators)}")
-        runtime = OnnxRuntimeModel.from_pretrained(directory)
+        runtime = OnnxRuntimeModel.from_pretrained(directory, threads=torch.get_num_threads())  # as many as ours
 
         lines.append("| batch | H x W | class logits max diff | mask logits max diff | mask logits within 1e-4 | "
                      "PyTorch fast vs plain: class, mask max diff |")

@@ -64,15 +64,17 @@ def mask_logits(masks: Tensor, geometry: ImageGeometry, chunk_values: int = CHUN
     """
     n = len(masks)
     (pad_h, pad_w), (valid_h, valid_w), target = geometry.padded, geometry.valid, geometry.target
-    out = torch.empty(n, *target, dtype=torch.float32, device=masks.device)
+    parts = []
     for part in chunks(n, pad_h * pad_w, chunk_values):
         chunk = masks[None, part].float()  # (1, n', h, w)
         up = F.interpolate(chunk, size=(pad_h, pad_w), mode="bilinear", align_corners=False)
         up = up[:, :, :valid_h, :valid_w]  # (1, n', h_valid, w_valid): the image's padding cropped off
         if target != (valid_h, valid_w):
             up = F.interpolate(up, size=target, mode="bilinear", align_corners=False)
-        out[part] = up[0]
-    return out
+        parts.append(up[0])
+    if len(parts) == 1:
+        return parts[0].contiguous()  # (n, T_h, T_w)
+    return torch.cat(parts) if parts else masks.new_zeros(0, *target, dtype=torch.float32)
 
 
 def mask_probabilities(masks: Tensor, geometry: ImageGeometry, chunk_values: int = CHUNK_VALUES) -> Tensor:

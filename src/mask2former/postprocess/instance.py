@@ -65,11 +65,15 @@ def instance_segmentation(
 
 
 def _owners(masks: Tensor, alive: Tensor) -> Tensor:
-    """(P,) int64: the first alive instance (rows of ``masks`` (N, P), best first) covering each pixel, -1 none."""
-    owner = torch.full((masks.shape[1],), -1, dtype=torch.int64, device=masks.device)
-    for i in reversed(torch.nonzero(alive).reshape(-1).tolist()):  # paint the worst first: the best ends on top
-        owner.masked_fill_(masks[i], i)
-    return owner
+    """(P,) int64: the first alive instance (rows of ``masks`` (N, P), best first) covering each pixel, -1 none.
+
+    Instance i gets the code N - i (0 if dropped); each pixel keeps the largest code among the masks covering it."""
+    count = len(masks)
+    codes = (count - torch.arange(count, device=masks.device)) * alive  # (N,)
+    if count == 0:
+        return torch.full((masks.shape[1],), -1, dtype=torch.int64, device=masks.device)
+    best = (masks * codes[:, None].to(torch.float32)).amax(0)  # (P,) float: exact for these small integers
+    return torch.where(best > 0, count - best.long(), -1)
 
 
 def _instance_map(masks: Tensor, area: Tensor, info: list[dict], overlap_threshold: float

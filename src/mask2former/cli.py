@@ -41,9 +41,9 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 def run_predict(args: argparse.Namespace, *, overwrite: bool | None = None) -> int:
     """``mask2former predict``: 0 when every image was segmented, 1 when some could not be read, 2 for bad inputs
     or outputs that exist. Under torchrun every process runs this on its share of the images."""
-    from mask2former.predict import CocoTarget, InputError, Predictor, bundled_examples, collect_images, \
-        predict_to_folder
-    from mask2former.train.loop import _setup_distributed
+    from mask2former import distributed
+    from mask2former.predict import Predictor, bundled_examples
+    from mask2former.predict_folder import CocoTarget, InputError, collect_images, predict_to_folder
 
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1.", file=sys.stderr)
@@ -60,7 +60,7 @@ def run_predict(args: argparse.Namespace, *, overwrite: bool | None = None) -> i
         print("error: --device cuda was asked for, but this machine has no CUDA device; use --device cpu.",
               file=sys.stderr)
         return 2
-    ctx = _setup_distributed(args.device)
+    ctx = distributed.join(args.device)
     try:
         device = args.device
         if ctx.world_size > 1 and args.device != "cpu" and _cuda():
@@ -87,10 +87,7 @@ def run_predict(args: argparse.Namespace, *, overwrite: bool | None = None) -> i
                 print(f"error: {error}", file=sys.stderr)
             return 2
     finally:
-        if ctx.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        distributed.leave(ctx)
     if ctx.main:
         _print_summary(summary)
     return 0 if summary.ok else 1

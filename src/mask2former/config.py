@@ -321,7 +321,7 @@ class Mask2FormerConfig:
         **overrides: Any,
     ) -> Mask2FormerConfig:
         """Read ``config.json`` from a directory, a file path, or a hub repository id."""
-        from mask2former.io.hub import resolve_file
+        from mask2former.hub import resolve_file
 
         source = Path(pretrained_model_name_or_path)
         if source.is_file():

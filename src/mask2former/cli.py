@@ -1,4 +1,4 @@
-"""Command line: ``mask2former demo | predict | serve | train | evaluate | convert``. The only module that reads argv."""
+"""Command line: ``mask2former demo | predict | serve | train | evaluate | convert | export``. The only module that reads argv."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from mask2former.cli_convert import add_convert_parser, run_convert
+from mask2former.cli_export import add_export_parser, run_export
 
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="image files, folders (the images directly inside) or glob patterns ('data/**/*.jpg'); "
                              "none: the bundled example images")
-    parser.add_argument("--model", help="model directory or hub id; default: the bundled demo model")
+    parser.add_argument("--model", help="model directory or hub id, or a directory written by 'mask2former export' "
+                                        "(runs in onnxruntime); default: the bundled demo model")
     parser.add_argument("--task", choices=["panoptic", "instance", "semantic"], default="panoptic")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/predict"))
     parser.add_argument("--format", choices=["overlay", "coco"], default="overlay",
@@ -286,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--device")
     evaluate.add_argument("--output", type=Path, help="write the metrics as JSON here")
     add_convert_parser(commands)
+    add_export_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -304,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_train(args)
     if args.command == "convert":
         return run_convert(args)
+    if args.command == "export":
+        return run_export(args)
     return run_evaluate(args)
 
 

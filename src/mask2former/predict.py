@@ -92,7 +92,8 @@ class Predictor:
     """A model and its processor, ready to segment images: ``predictor(images) -> list[Prediction]``.
 
     Args:
-        model: a ``Mask2FormerForUniversalSegmentation`` (already on its device and in its dtype).
+        model: a ``Mask2FormerForUniversalSegmentation`` (already on its device and in its dtype), or another backend
+            with its call signature and outputs (:class:`mask2former.export.OnnxRuntimeModel`).
         processor: the ``Mask2FormerImageProcessor`` that prepares images for it.
         task: ``panoptic``, ``instance`` or ``semantic`` post-processing.
         threshold, mask_threshold, overlap_mask_area_threshold: the post-processing thresholds (transformers'
@@ -117,6 +118,10 @@ class Predictor:
                         **thresholds: Any) -> "Predictor":
         """Load a model directory or hub id (default: the bundled demo model) and its processor.
 
+        A directory written by ``mask2former export`` (it holds ``model.onnx``) runs in ONNX Runtime
+        (:class:`mask2former.export.OnnxRuntimeModel`, the ``onnx`` extra): same processor, same post-processing;
+        ``dtype`` is then the exported one.
+
         ``device``: ``auto`` (CUDA when there is one), ``cpu`` or ``cuda``; ``dtype``: ``fp32``, ``fp16`` or ``bf16``
         (the run dtype, whatever the stored one); ``size``: the processor's shortest edge (the longest edge keeps its
         ratio to it). The processor comes from ``preprocessor_config.json`` next to the weights, else the default one.
@@ -130,8 +135,14 @@ class Predictor:
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError("device cuda was asked for, but this machine has no CUDA device; use --device cpu.")
         torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-        network = Mask2FormerForUniversalSegmentation.from_pretrained(source, device=device, dtype=torch_dtype)
         local = Path(source).expanduser()
+        if local.is_dir() and (local / "model.onnx").is_file():  # written by mask2former export: onnxruntime
+            from mask2former.export.runtime import OnnxRuntimeModel
+
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if str(device).startswith("cuda") else None
+            network = OnnxRuntimeModel.from_pretrained(local, providers=providers)
+        else:
+            network = Mask2FormerForUniversalSegmentation.from_pretrained(source, device=device, dtype=torch_dtype)
         if local.is_dir():
             has_config = (local / "preprocessor_config.json").is_file()
             processor = Mask2FormerImageProcessor.from_pretrained(local) if has_config else Mask2FormerImageProcessor()
@@ -155,11 +166,15 @@ class Predictor:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        if isinstance(self.model, torch.nn.Module):
+            return next(self.model.parameters()).device
+        return self.model.device  # another backend (mask2former.export.OnnxRuntimeModel)
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        if isinstance(self.model, torch.nn.Module):
+            return next(self.model.parameters()).dtype
+        return self.model.dtype
 
     @torch.no_grad()
     def __call__(self, images: Sequence[Image.Image]) -> list[Prediction]:

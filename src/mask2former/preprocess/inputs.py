@@ -60,7 +60,7 @@ def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image | np.ndarray:
     """8-bit images stay Pillow images in mode RGB (resizing them then needs no copy); 16-bit and float -> arrays.
 
-    A lazily opened file is decoded here, once: later steps may read the image from several threads at a time."""
+    A lazily opened file is decoded here, so that a corrupt file gives a clear error."""
     try:
         image.load()
     except (OSError, SyntaxError) as error:

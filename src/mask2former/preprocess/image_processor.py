@@ -11,17 +11,24 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..postprocess import instance_segmentation, panoptic_segmentation, semantic_segmentation
+from ..postprocess import (  # noqa: F401  (the run-length helpers: importable here, as from transformers' module)
+    binary_mask_to_rle,
+    convert_segmentation_to_rle,
+    instance_segmentation,
+    panoptic_segmentation,
+    semantic_segmentation,
+)
 from .batch import affine_coefficients, images_to_batch
 from .inputs import array_to_hwc, image_size, layout_name, per_image, split_batch, to_channels, to_label_map, to_rgb
 from .resize import as_resample, output_size, resize_labels
+from .steps import SIZE_KEYS as _SIZE_KEYS
+from .steps import normalize, pad, rescale, resize
 from .targets import encode_label_map
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = {"shortest_edge": 800, "longest_edge": 1333}
-_SIZE_KEYS = ("shortest_edge", "longest_edge", "height", "width", "max_height", "max_width")
 # Keys that transformers writes or used to write and that carry no setting of their own here.
 _IGNORED_KEYS = {"image_processor_type", "feature_extractor_type", "processor_class", "do_pad",
                  "default_to_square", "data_format", "input_data_format", "return_tensors", "device"}
@@ -88,9 +95,10 @@ class Mask2FormerImageProcessor:
     """Prepares images (and training targets) for Mask2Former and turns its outputs into segmentations.
 
     Images are converted to RGB (unless ``do_convert_rgb=False``: then they keep their channels, and
-    ``image_mean``/``image_std`` need one value per channel), resized (by default the short side to 800, the long side at most 1333, then each
-    side rounded up to a multiple of ``size_divisor``), rescaled, normalised and padded at the bottom/right to the
-    largest image of the batch. The arguments and the ``preprocessor_config.json`` schema are those of transformers.
+    ``image_mean``/``image_std`` need one value per channel), resized (by default the short side to 800, the long
+    side at most 1333, then each side rounded up to a multiple of ``size_divisor``), rescaled, normalised and padded
+    at the bottom/right to the largest image of the batch. The arguments and the ``preprocessor_config.json`` schema
+    are those of transformers; where the results differ, docs/processing.md says how and why.
     """
 
     model_input_names = ["pixel_values", "pixel_mask"]
@@ -304,12 +312,15 @@ class Mask2FormerImageProcessor:
 
     # ---------------------------------------------------------------------------------------------- post-processing
 
-    def post_process_semantic_segmentation(self, outputs: Any, target_sizes: Any = None) -> list[torch.Tensor]:
+    def post_process_semantic_segmentation(self, outputs: Any, target_sizes: Any = None,
+                                           return_segmentation_scores: bool = False) -> list[Any]:
         """One (H, W) int64 map of class ids per image, at ``target_sizes`` or else at the image's unpadded size.
 
         Each pixel takes the class maximising sum over queries of softmax(class logits)[class] * sigmoid(mask).
+        With ``return_segmentation_scores`` each image gives ``{"segmentation", "segmentation_scores"}`` (also as
+        attributes): the map and those (K, H, W) float32 sums it is the argmax of.
         """
-        return semantic_segmentation(outputs, target_sizes)
+        return semantic_segmentation(outputs, target_sizes, return_scores=return_segmentation_scores)
 
     def post_process_instance_segmentation(
         self,
@@ -378,18 +389,38 @@ class Mask2FormerImageProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> "Mask2FormerImageProcessor":
-        """Build from a config dict; keys that are not settings of this processor are ignored."""
-        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "legacy"}
-        accepted |= {"max_size", "_max_size", "reduce_labels", "size_divisibility"}
-        merged = {key: value for key, value in {**config, **overrides}.items() if key in accepted}
-        return cls(**merged)
+    def to_json_file(self, json_file_path: str | os.PathLike[str]) -> None:
+        Path(json_file_path).write_text(self.to_json_string(), encoding="utf-8")
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike[str], **kwargs: Any) -> "Mask2FormerImageProcessor":
-        """Load ``preprocessor_config.json`` from a directory, a JSON file or a hub id; ``kwargs`` override it."""
-        hub_keys = ("revision", "cache_dir", "local_files_only", "token")
+    def from_json_file(cls, json_file: str | os.PathLike[str]) -> "Mask2FormerImageProcessor":
+        return cls.from_dict(json.loads(Path(json_file).read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any], **kwargs: Any) -> Any:
+        """Build from a config dict; keys that are not settings of this processor are ignored. ``kwargs`` override
+        settings (as arguments) and attributes; with ``return_unused_kwargs=True`` returns ``(processor, unused)``,
+        the keywords that are neither."""
+        return_unused = kwargs.pop("return_unused_kwargs", False)
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "legacy"}
+        accepted |= {"max_size", "_max_size", "reduce_labels", "size_divisibility"}
+        merged = {key: value for key, value in {**config, **kwargs}.items() if key in accepted}
+        processor = cls(**merged)
+        unused = {}
+        for key, value in kwargs.items():
+            if key in accepted:
+                continue
+            if hasattr(processor, key) and not callable(getattr(processor, key)):
+                setattr(processor, key, value)
+            else:
+                unused[key] = value
+        return (processor, unused) if return_unused else processor
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike[str], **kwargs: Any) -> Any:
+        """Load ``preprocessor_config.json`` from a directory (or its ``subfolder``), a JSON file or a hub id;
+        ``kwargs`` override it (see :meth:`from_dict`)."""
+        hub_keys = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
         hub_kwargs = {key: kwargs.pop(key) for key in hub_keys if key in kwargs}
         path = Path(path_or_hub_id).expanduser()
         if path.is_file():
@@ -401,13 +432,36 @@ class Mask2FormerImageProcessor:
         with open(config_file, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle), **kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
-        """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed); returns its path."""
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> list[str]:
+        """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed); returns the written files
+        (that one path, as a string), as transformers does."""
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / PREPROCESSOR_CONFIG_NAME
-        path.write_text(self.to_json_string(), encoding="utf-8")
-        return path
+        self.to_json_file(path)
+        return [str(path)]
+
+    # ------------------------------------------------------------------------------------- single steps (public)
+
+    def resize(self, image: np.ndarray, size: Any, size_divisor: int = 0, resample: int | None = None,
+               **kwargs: Any) -> np.ndarray:
+        """One (C, H, W) image resized as :meth:`preprocess` does (``steps.resize``)."""
+        return resize(image, size, size_divisor, resample)
+
+    def rescale(self, image: np.ndarray, scale: float, **kwargs: Any) -> np.ndarray:
+        """``image * scale`` as float32."""
+        return rescale(image, scale)
+
+    def normalize(self, image: np.ndarray, mean: float | Sequence[float], std: float | Sequence[float],
+                  **kwargs: Any) -> np.ndarray:
+        """``(image - mean) / std`` per channel of a (C, H, W) image."""
+        return normalize(image, mean, std)
+
+    def pad(self, images: Sequence[np.ndarray], padded_size: tuple[int, int],
+            segmentation_maps: Sequence[np.ndarray] | None = None, fill: float = 0,
+            ignore_index: int = 255) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
+        """(C, H, W) images and (N, H, W) maps padded at the bottom/right; returns (images, pixel masks, maps)."""
+        return pad(images, padded_size, segmentation_maps, fill, ignore_index)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"

@@ -81,3 +81,27 @@ def test_unknown_constructor_keywords_are_attributes_in_both(tmp_path):
     for library in LIBRARIES.values():
         config = library.Mask2FormerConfig(my_setting=3)
         assert config.my_setting == 3 and config.to_dict()["my_setting"] == 3
+
+
+@pytest.mark.parametrize("backbone", ["swin", "resnet"])
+def test_config_round_trips_through_both_libraries(tmp_path, backbone):
+    kwargs = tiny_config_kwargs(num_labels=4, id2label={0: "a", 1: "b", 2: "c", 3: "d"}, ignore_value=7,
+                                decoder_layers=5)
+    if backbone == "resnet":
+        kwargs["backbone_config"] = dict(model_type="resnet", embedding_size=16, hidden_sizes=[32, 64, 128, 256],
+                                         depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"])
+    ours = mask2former.Mask2FormerConfig(**kwargs)
+    ours.save_pretrained(tmp_path / "ours")
+    theirs = transformers.Mask2FormerConfig.from_pretrained(tmp_path / "ours")
+    transformers_config(**kwargs).save_pretrained(tmp_path / "theirs")
+    again = mask2former.Mask2FormerConfig.from_pretrained(tmp_path / "theirs")
+    fields = ("hidden_dim", "decoder_layers", "num_queries", "ignore_value", "feature_size", "num_labels", "id2label",
+              "hidden_size", "num_hidden_layers")
+    for field in fields:
+        assert getattr(theirs, field) == getattr(ours, field) == getattr(again, field), field
+    backbone_fields = ("depths", "out_features", "out_indices", "num_channels")
+    for field in backbone_fields:
+        assert (getattr(theirs.backbone_config, field) == getattr(ours.backbone_config, field)
+                == getattr(again.backbone_config, field)), field
+    again.save_pretrained(tmp_path / "again")
+    assert mask2former.Mask2FormerConfig.from_pretrained(tmp_path / "again") == again

@@ -136,3 +136,12 @@ def test_hidden_state_gradients_match_transformers(checkpoint):
         grads.append([state.grad for state in out.transformer_decoder_hidden_states])
     for got, expected in zip(*grads):
         assert max_abs_diff(got, expected) < 1e-4
+
+
+def test_transformers_spellings_of_dtype_and_device(checkpoint):
+    directory, _ = checkpoint
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(directory / "sub", torch_dtype=torch.float16,
+                                                                device_map="cpu")
+    assert model.class_predictor.weight.dtype == torch.float16
+    with pytest.raises(ValueError, match="one device"):
+        Mask2FormerForUniversalSegmentation.from_pretrained(directory / "sub", device_map="auto")

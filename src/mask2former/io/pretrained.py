@@ -50,6 +50,20 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return _DTYPES[dtype]
 
 
+def _transformers_placement(kwargs: dict[str, Any], dtype: Any, device: Any) -> tuple[Any, Any]:
+    """transformers' other spellings: ``torch_dtype`` (older name of ``dtype``) and ``device_map`` naming one device
+    (popped from ``kwargs``); a per-module ``device_map`` is refused."""
+    if "torch_dtype" in kwargs:
+        dtype = kwargs.pop("torch_dtype") if dtype is None else dtype
+    if "device_map" in kwargs:
+        device_map = kwargs.pop("device_map")
+        if not isinstance(device_map, (str, torch.device, int)) or device_map == "auto":
+            raise ValueError(f"device_map={device_map!r}: this library places the whole model on one device; pass "
+                             "device='cpu', 'cuda', 'cuda:1', ... (or device_map naming one device).")
+        device = device_map if device is None else device
+    return dtype, device
+
+
 class PretrainedMixin:
     """Adds ``from_pretrained``, ``save_pretrained`` and ``num_parameters`` to a Mask2Former ``nn.Module``."""
 
@@ -91,6 +105,7 @@ class PretrainedMixin:
         returns ``(model, {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"})`` as transformers does.
         """
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        dtype, device = _transformers_placement(config_overrides, dtype, device)
         if pretrained_model_name_or_path is None and (config is None or state_dict is None):
             raise ValueError("from_pretrained(None, ...) needs both config= and state_dict=; otherwise pass a "
                              "checkpoint directory or hub id.")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import max_abs_diff, randomize_, tiny_config_kwargs, transformers_config
 
 import mask2former
-from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerModel
+from mask2former import (
+    Mask2FormerConfig,
+    Mask2FormerForUniversalSegmentation,
+    Mask2FormerImageProcessor,
+    Mask2FormerModel,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -101,13 +107,14 @@ def test_every_returned_hidden_state_gets_a_gradient(model_class):
     torch.manual_seed(0)
     model = model_class(Mask2FormerConfig(**tiny_config_kwargs()))
     model.train()
-    pixel_values = torch.randn(2, 3, 64, 64)
     if model_class is Mask2FormerModel:
-        out = model(pixel_values, output_hidden_states=True)
+        out = model(torch.randn(2, 3, 64, 64), output_hidden_states=True)
         fields = HIDDEN_FIELDS + ("transformer_decoder_intermediate_states",)
-    else:
-        masks, classes = _labels(64, 64)
-        out = model(pixel_values, mask_labels=masks * 2, class_labels=classes * 2, output_hidden_states=True)
+    else:  # model(**inputs) with the processor's inputs, targets included
+        label_maps = [np.repeat(np.arange(3, dtype=np.uint8), 22)[None, :64].repeat(64, 0), np.full((48, 64), 2, np.uint8)]
+        images = [np.full((64, 64, 3), 90, np.uint8), np.full((48, 64, 3), 200, np.uint8)]
+        inputs = Mask2FormerImageProcessor(do_resize=False)(images, label_maps, return_tensors="pt")
+        out = model(**inputs, output_hidden_states=True)
         fields = HIDDEN_FIELDS
     states = [state for field in fields for state in getattr(out, field)]
     states += [getattr(out, field) for field in LAST_FIELDS]

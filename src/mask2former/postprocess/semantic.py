@@ -17,22 +17,48 @@ from .geometry import CHUNK_VALUES, batch_geometry, chunks, mask_probabilities
 LIKELY_MASS = 0.05  # classes whose probabilities summed over queries reach this share of the largest sum go first
 
 
+class SemanticSegmentationResult(dict):
+    """One image's semantic result with its scores, as keys and attributes: ``segmentation`` (T_h, T_w) int64 and
+    ``segmentation_scores`` (K, T_h, T_w) float32 (transformers' ``SemanticSegmentationPostProcessorOutput``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(name) from error
+
+
 def semantic_segmentation(outputs: Any, target_sizes: Any = None, chunk_values: int = CHUNK_VALUES,
-                          fast: bool = True) -> list[Tensor]:
+                          fast: bool = True, return_scores: bool = False) -> list[Any]:
     """Per image a (T_h, T_w) int64 map: argmax over classes k of sum_q softmax(class_q)[k] * sigmoid(mask_q).
 
     The "no object" class is left out of the softmax's result (not of its normalisation). Scores are computed in
     chunks of pixels holding at most ``chunk_values`` values. ``fast=False`` scores every class everywhere
-    (:func:`class_map`); ``fast=True`` (:func:`class_map_likely_first`) gives the same map.
+    (:func:`class_map`); ``fast=True`` (:func:`class_map_likely_first`) gives the same map. With ``return_scores``
+    every class is scored and kept, and each image gives a :class:`SemanticSegmentationResult`.
     """
-    results = []
+    results: list[Any] = []
     for b, geometry in enumerate(batch_geometry(outputs, target_sizes)):
         class_probs = outputs.class_queries_logits[b].float().softmax(-1)[:, :-1]  # (Q, K)
         probs = mask_probabilities(outputs.masks_queries_logits[b], geometry, chunk_values)  # (Q, P)
+        if return_scores:
+            scores = class_scores(class_probs, probs, chunk_values)  # (K, P)
+            results.append(SemanticSegmentationResult(segmentation=scores.max(0).indices.view(geometry.target),
+                                                      segmentation_scores=scores.view(-1, *geometry.target)))
+            continue
         classes = class_map_likely_first(class_probs, probs, chunk_values) if fast else class_map(
             class_probs, probs, chunk_values)
         results.append(classes.view(geometry.target))
     return results
+
+
+def class_scores(class_probs: Tensor, probs: Tensor, chunk_values: int = CHUNK_VALUES) -> Tensor:
+    """(Q, K) class probabilities, (Q, P) mask probabilities -> (K, P) score of every class at every pixel."""
+    weights = class_probs.T.contiguous()  # (K, Q)
+    scores = torch.empty(len(weights), probs.shape[1], device=probs.device)  # (K, P)
+    for part in chunks(probs.shape[1], len(weights), chunk_values):
+        scores[:, part] = weights @ probs[:, part]
+    return scores
 
 
 def class_map(class_probs: Tensor, probs: Tensor, chunk_values: int = CHUNK_VALUES) -> Tensor:

@@ -50,7 +50,7 @@ def test_offline_hub_id_says_how_to_use_a_local_directory(tmp_path, monkeypatch)
 
 
 def test_missing_directory_and_missing_weights(tmp_path):
-    with pytest.raises(CheckpointNotFoundError, match="neither an existing directory"):
+    with pytest.raises(CheckpointNotFoundError, match="nope/deeper/still: no such folder"):
         Mask2FormerForUniversalSegmentation.from_pretrained(str(tmp_path / "nope" / "deeper" / "still"))
     Mask2FormerConfig(**tiny_config_kwargs()).save_pretrained(tmp_path / "config_only")
     with pytest.raises(CheckpointNotFoundError, match="holds no weights"):

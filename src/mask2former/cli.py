@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +26,27 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coco-categories", metavar="GT_JSON",
                         help="a COCO JSON whose category ids (matched by label name) and image ids (matched by file "
                              "name) the COCO outputs use")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=_positive_int, default=1)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-    parser.add_argument("--size", type=int, help="the processor's shortest edge; default: the model's")
-    parser.add_argument("--threshold", type=float, default=0.5, help="minimum segment score")
-    parser.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold")
-    parser.add_argument("--overlap-threshold", type=float, default=0.8,
+    parser.add_argument("--size", type=_positive_int, help="the processor's shortest edge; default: the model's")
+    parser.add_argument("--threshold", type=_fraction, default=0.5, help="minimum segment score")
+    parser.add_argument("--mask-threshold", type=_fraction, default=0.5, help="mask probability threshold")
+    parser.add_argument("--overlap-threshold", type=_fraction, default=0.8,
                         help="drop segments that keep less than this share of their mask after overlaps")
     parser.add_argument("--side-by-side", action="store_true", help="put the photo left of the overlay")
-    parser.add_argument("--alpha", type=float, default=0.6, help="opacity of the colour fill")
+    parser.add_argument("--alpha", type=_fraction, default=0.6, help="opacity of the colour fill, 0 to 1")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run_predict(args: argparse.Namespace, *, overwrite: bool | None = None) -> int:
+def run_predict(args: argparse.Namespace) -> int:
     """``mask2former predict``: 0 when every image was segmented, 1 when some could not be read, 2 for bad inputs
     or outputs that exist. Under torchrun every process runs this on its share of the images."""
     from mask2former.predict import CocoTarget, InputError, Predictor, bundled_examples, collect_images, \
         predict_to_folder
     from mask2former.train.loop import _setup_distributed
 
-    if args.batch_size < 1:
-        print("error: --batch-size must be at least 1.", file=sys.stderr)
-        return 2
     try:
         paths = collect_images(args.inputs) if args.inputs else bundled_examples()
     except InputError as error:
@@ -78,7 +77,7 @@ def run_predict(args: argparse.Namespace, *, overwrite: bool | None = None) -> i
         try:
             summary = predict_to_folder(
                 predictor, paths, args.output_dir, batch_size=args.batch_size, coco=args.format == "coco",
-                coco_target=target, overwrite=args.overwrite if overwrite is None else overwrite,
+                coco_target=target, overwrite=args.overwrite,
                 side_by_side=args.side_by_side, alpha=args.alpha,
                 progress=not args.no_progress and sys.stderr.isatty(),
                 report=lambda message: print(prefix + message, file=sys.stderr, flush=True))
@@ -123,16 +122,16 @@ def _print_summary(summary: Any) -> None:
 # ------------------------------------------------------------------------------------------------------- serve
 
 
-def _add_serve_command(commands: Any) -> None:
+def _add_serve_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="an HTTP API and a web page for segmenting images (needs pip install "
                                               "'mask2former[serve]'; see docs/serve.md)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, parents=parents)
     serve.add_argument("--model", help="model directory or hub id; default: the bundled demo model")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (0: a free one)")
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     serve.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-    serve.add_argument("--size", type=int, help="the processor's shortest edge; default: the model's")
+    serve.add_argument("--size", type=_positive_int, help="the processor's shortest edge; default: the model's")
     serve.add_argument("--task", choices=["panoptic", "instance", "semantic"], default="panoptic",
                        help="the task of requests that do not name one")
     serve.add_argument("--max-batch", type=int, default=8, help="most images in one model call")
@@ -254,51 +253,135 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: ... (see 'mask2former predict --help')``, exit status 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see '{self.prog} --help').\n")
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if value != value:
+        raise argparse.ArgumentTypeError("must be a number, got nan")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option of ``mask2former``; defaults are shown in each command's ``--help``."""
     from mask2former.version import __version__
 
-    parser = argparse.ArgumentParser(prog="mask2former", description="Mask2Former universal image segmentation.")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    debug = _Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on failure, print the full traceback after the error line")
+    parser = _Parser(prog="mask2former", description="Mask2Former universal image segmentation.", parents=[debug],
+                     formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"mask2former {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="segment the bundled example images with the bundled demo model")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    demo = commands.add_parser("demo", help="segment the bundled example images with the bundled demo model",
+                               parents=[debug], formatter_class=formatter)
     demo.add_argument("--output-dir", type=Path, default=Path("outputs/demo"))
     demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    demo.add_argument("--overwrite", action="store_true", help="replace the files of an earlier demo run")
     predict = commands.add_parser("predict", help="segment images: overlay PNGs, segment JSONs, COCO files",
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                  parents=[debug], formatter_class=formatter)
     _add_predict_arguments(predict)
-    _add_serve_command(commands)
+    demo.set_defaults(predict_parser=predict)
+    _add_serve_command(commands, [debug])
 
-    train = commands.add_parser("train", help="train or fine-tune (single process, or every process under torchrun)")
-    train.add_argument("--config", type=Path, help="YAML file of training settings (see docs/training.md)")
+    train = commands.add_parser("train", help="train or fine-tune (single process, or every process under torchrun)",
+                                parents=[debug], formatter_class=formatter)
+    train.add_argument("--config", type=Path, help="YAML file of training settings (see docs/finetuning.md)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a setting, e.g. --set lr=2e-4 --set train_data.images=data/train")
-    train.add_argument("--output-dir")
-    train.add_argument("--max-steps", type=int)
+    train.add_argument("--output-dir", help="where the run is written (default: the config's output_dir)")
+    train.add_argument("--max-steps", type=_positive_int)
     train.add_argument("--init-checkpoint", help="checkpoint directory or hub id to start from")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"])
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
 
     evaluate = commands.add_parser("evaluate", help="PQ / mask AP / mIoU of a model on a dataset, or of predictions "
-                                                    "already on disk")
+                                                    "already on disk", parents=[debug], formatter_class=formatter)
     evaluate.add_argument("--task", choices=["panoptic", "instance", "semantic"], required=True)
     evaluate.add_argument("--model", help="checkpoint directory or hub id (omit to score --predictions on disk)")
     _add_data_arguments(evaluate)
     evaluate.add_argument("--predictions", help="panoptic: predictions JSON; instance: COCO results JSON")
     evaluate.add_argument("--prediction-dir", help="panoptic: prediction PNG folder; semantic: predicted label PNGs")
-    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=1)
     evaluate.add_argument("--device")
     evaluate.add_argument("--output", type=Path, help="write the metrics as JSON here")
-    add_convert_parser(commands)
-    args = parser.parse_args(argv)
+    add_convert_parser(commands, [debug])
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done; 1 done, but some inputs were skipped (named on stderr); 2 nothing or
+    not everything done, with one ``error:`` line that names the culprit (``--debug`` adds the traceback)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return 130
+    except SystemExit as stop:  # a command that stops with a message
+        if isinstance(stop.code, str):
+            print(f"error: {stop.code}", file=sys.stderr)
+            return 2
+        raise
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line; --debug shows where it came from
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"error: {describe_error(error)}", file=sys.stderr)
+        return 2
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for an exception: our own messages as they are; an ``OSError`` from the operating system with its
+    file; anything else with its type and the hint to rerun with ``--debug`` (it is a bug, or a case we missed)."""
+    if isinstance(error, OSError) and error.filename is not None and str(error).startswith("[Errno"):
+        what = {errno.ENOENT: "no such file or folder", errno.EACCES: "permission denied",
+                errno.EROFS: "the file system is read-only", errno.ENOSPC: "no space left on the device",
+                errno.EISDIR: "is a folder, not a file", errno.ENOTDIR: "a part of the path is not a folder",
+                }.get(error.errno or 0, error.strerror or str(error))
+        hint = " (choose a place you can write to)" if error.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC) else ""
+        return f"{error.filename}: {what}{hint}."
+    if isinstance(error, (ValueError, OSError, ImportError)):
+        return str(error).strip() or type(error).__name__
+    return (f"{type(error).__name__}: {error} -- this is unexpected; rerun with --debug for the traceback and report "
+            "it.")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         print("NOTE: the demo model is a small Mask2Former this project trained from scratch on synthetic shapes "
               "(recipes/demo_model.yaml):\nit knows circles, squares, triangles, sky, grass and water, not real "
               "photos. For those use an official checkpoint:\n  mask2former predict IMAGES --model "
               "facebook/mask2former-swin-tiny-coco-panoptic --output-dir DIR   (see docs/predict.md)")
-        demo_args = predict.parse_args(["--output-dir", str(args.output_dir), "--device", args.device,
-                                        "--side-by-side"])
-        return run_predict(demo_args, overwrite=True)
+        demo_args = args.predict_parser.parse_args(["--output-dir", str(args.output_dir), "--device", args.device,
+                                        "--side-by-side", *(["--overwrite"] if args.overwrite else [])])
+        return run_predict(demo_args)
     if args.command == "predict":
         return run_predict(args)
     if args.command == "serve":

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mask2former.io.images import READ_ERRORS, read_image
+
 TASKS = ("panoptic", "instance", "semantic")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -106,11 +108,6 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def read_image(path: Path) -> Image.Image:
-    """An RGB image fully read into memory; raises ``OSError`` / ``ValueError`` for unreadable or corrupt files."""
-    with Image.open(path) as image:
-        image.load()
-        return image.convert("RGB")
 
 
 # -------------------------------------------------------------------------------------------------- predictor
@@ -480,15 +477,17 @@ def predict_to_folder(
         for position in mine[start : start + batch_size]:
             try:
                 batch.append((position, read_image(paths[position])))
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            except READ_ERRORS as error:
                 failures.append((str(paths[position]), f"{type(error).__name__}: {error}"))
-                report(f"skipped {paths[position]}: cannot read it as an image ({error})")
+                report(f"skipped {paths[position]}: {error}")
         for (position, image), prediction in zip(batch, predictor([image for _, image in batch])):
             name, path = names[position], paths[position]
             draw_prediction(image, prediction, side_by_side=side_by_side, alpha=alpha).save(output_dir / f"{name}.png")
+            # the segmentation is of the picture as shown: turned by its EXIF orientation (1: as stored)
             _write_json(output_dir / f"{name}.json", {"image": str(path), "height": prediction.height,
-                                                       "width": prediction.width, "task": task,
-                                                       "segments": prediction.segments})
+                                                       "width": prediction.width,
+                                                       "exif_orientation": image.info.get("exif_orientation", 1),
+                                                       "task": task, "segments": prediction.segments})
             summary.written.append(output_dir / f"{name}.png")
             if coco:
                 entries.append((position, _coco_outputs(prediction, path, name, image_ids[position], target,

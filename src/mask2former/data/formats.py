@@ -96,12 +96,11 @@ def write_label_png(path: PathLike, labels: np.ndarray) -> None:
 
 
 def read_rgb_image(path: PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels; raises ``FileNotFoundError`` naming a missing file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """(H, W, 3) uint8 RGB pixels as :func:`mask2former.io.images.read_image` reads them (EXIF orientation applied,
+    every mode to 8-bit RGB); raises ``FileNotFoundError`` naming a missing file."""
+    from mask2former.io.images import read_image
+
+    return np.asarray(read_image(path))
 
 
 def read_json(path: PathLike) -> Any:

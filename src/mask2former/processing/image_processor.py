@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from . import postprocess
-from .conversion import array_to_hwc, image_size, layout_name, per_image, split_batch, to_label_map, to_rgb
+from .conversion import (array_to_hwc, image_size, layout_name, per_image, split_batch, to_label_map, to_rgb,
+                         warn_if_already_rescaled)
 from .resize import resize_labels
 from .targets import encode_label_map
 from .transforms import affine_coefficients, as_resample, images_to_batch, output_size
@@ -172,6 +173,7 @@ class Mask2FormerImageProcessor:
         resample = as_resample(self.resample if resample is None else resample)
 
         rgb = [to_rgb(image, input_data_format) for image in split_batch(images)]
+        warn_if_already_rescaled(rgb, self.do_rescale if do_rescale is None else do_rescale)
         sizes = [image_size(image) for image in rgb]
         maps = self._label_maps(segmentation_maps, sizes)
         if do_resize:

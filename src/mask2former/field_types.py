@@ -1,0 +1,47 @@
+"""Type checks of configuration values read from JSON/YAML, with the field named: ``num_queries: "sixteen"`` or
+``depths: "1,1,2,1"`` fail here with a sentence, not later deep inside a layer (or, worse, silently as 7 stages)."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} (a {type(value).__name__})"
+
+
+def check_field_types(where: str, values: Mapping[str, Any], *, ints: Iterable[str] = (),
+                      numbers: Iterable[str] = (), bools: Iterable[str] = (), int_lists: Iterable[str] = (),
+                      strings: Iterable[str] = ()) -> None:
+    """Raise ``ValueError`` naming the first field of ``values`` whose value has the wrong type; ``None`` passes.
+
+    ints: whole numbers (``True`` is not one); numbers: ints or floats; bools: ``true``/``false``; int_lists: lists
+    or tuples of whole numbers; strings: text. ``where`` names the owner (``"config.json"``, ``"backbone_config"``).
+    """
+    def fail(name: str, wanted: str, example: str) -> None:
+        raise ValueError(f"{where}: {name} must be {wanted}, got {_describe(values[name])}; write e.g. "
+                         f"{name}: {example}.")
+
+    for name in ints:
+        value = values.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            fail(name, "a whole number", "16")
+    for name in numbers:
+        value = values.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            fail(name, "a number", "0.5")
+    for name in bools:
+        value = values.get(name)
+        if value is not None and not isinstance(value, bool):
+            fail(name, "true or false", "true")
+    for name in int_lists:
+        value = values.get(name)
+        if value is not None and (not isinstance(value, (list, tuple))
+                                  or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value)):
+            fail(name, "a list of whole numbers", "[2, 2, 6, 2]")
+    for name in strings:
+        value = values.get(name)
+        if value is not None and not isinstance(value, str):
+            fail(name, "text", '"relu"')

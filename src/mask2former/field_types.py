@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral, Real
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,11 +26,11 @@ def check_field_types(where: str, values: Mapping[str, Any], *, ints: Iterable[s
 
     for name in ints:
         value = values.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
             fail(name, "a whole number", "16")
     for name in numbers:
         value = values.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
             fail(name, "a number", "0.5")
     for name in bools:
         value = values.get(name)
@@ -39,7 +39,7 @@ def check_field_types(where: str, values: Mapping[str, Any], *, ints: Iterable[s
     for name in int_lists:
         value = values.get(name)
         if value is not None and (not isinstance(value, (list, tuple))
-                                  or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value)):
+                                  or any(isinstance(v, bool) or not isinstance(v, Integral) for v in value)):
             fail(name, "a list of whole numbers", "[2, 2, 6, 2]")
     for name in strings:
         value = values.get(name)

@@ -18,7 +18,7 @@ def check_field_types(where: str, values: Mapping[str, Any], *, ints: Iterable[s
     """Raise ``ValueError`` naming the first field of ``values`` whose value has the wrong type; ``None`` passes.
 
     ints: whole numbers (``True`` is not one); numbers: ints or floats; bools: ``true``/``false``; int_lists: lists
-    or tuples of whole numbers; strings: text. ``where`` names the owner (``"config.json"``, ``"backbone_config"``).
+    (or other sequences) of whole numbers; strings: text. ``where`` names the owner (``"config.json"``, ``"backbone_config"``).
     """
     def fail(name: str, wanted: str, example: str) -> None:
         raise ValueError(f"{where}: {name} must be {wanted}, got {_describe(values[name])}; write e.g. "
@@ -38,7 +38,7 @@ def check_field_types(where: str, values: Mapping[str, Any], *, ints: Iterable[s
             fail(name, "true or false", "true")
     for name in int_lists:
         value = values.get(name)
-        if value is not None and (not isinstance(value, (list, tuple))
+        if value is not None and (isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__")
                                   or any(isinstance(v, bool) or not isinstance(v, Integral) for v in value)):
             fail(name, "a list of whole numbers", "[2, 2, 6, 2]")
     for name in strings:

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
 from collections.abc import Iterable, Mapping
+from numbers import Integral, Real
 from typing import Any
+
+_KINDS = {str: "text", bool: "true/false", int: "a whole number", float: "a number", list: "a list",
+          dict: "a mapping"}
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r} (a {type(value).__name__})"
+    return f"{value!r} ({_KINDS.get(type(value), type(value).__name__)})"
 
 
 def check_field_types(where: str, values: Mapping[str, Any], *, ints: Iterable[str] = (),
@@ -18,24 +21,25 @@ def check_field_types(where: str, values: Mapping[str, Any], *, ints: Iterable[s
     """Raise ``ValueError`` naming the first field of ``values`` whose value has the wrong type; ``None`` passes.
 
     ints: whole numbers (``True`` is not one); numbers: ints or floats; bools: ``true``/``false``; int_lists: lists
-    (or other sequences) of whole numbers; strings: text. ``where`` names the owner (``"config.json"``, ``"backbone_config"``).
+    (or other sequences) of whole numbers; strings: text. ``where`` names the owner
+    (``"SwinConfig"``, ``"training settings"``).
     """
-    def fail(name: str, wanted: str, example: str) -> None:
-        raise ValueError(f"{where}: {name} must be {wanted}, got {_describe(values[name])}; write e.g. "
-                         f"{name}: {example}.")
+    def fail(name: str, wanted: str, example: str = "") -> None:
+        raise ValueError(f"{where}: {name} must be {wanted}, got {_describe(values[name])}"
+                         + (f"; write e.g. {name}: {example}." if example else "."))
 
     for name in ints:
         value = values.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
-            fail(name, "a whole number", "16")
+            fail(name, "a whole number")
     for name in numbers:
         value = values.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
-            fail(name, "a number", "0.5")
+            fail(name, "a number")
     for name in bools:
         value = values.get(name)
         if value is not None and not isinstance(value, bool):
-            fail(name, "true or false", "true")
+            fail(name, "true or false")
     for name in int_lists:
         value = values.get(name)
         if value is not None and (isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__")
@@ -44,4 +48,4 @@ def check_field_types(where: str, values: Mapping[str, Any], *, ints: Iterable[s
     for name in strings:
         value = values.get(name)
         if value is not None and not isinstance(value, str):
-            fail(name, "text", '"relu"')
+            fail(name, "text")

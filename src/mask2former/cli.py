@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ def run_predict(args: argparse.Namespace) -> int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    _check_writable(args.output_dir, "--output-dir")  # before the model runs, not after
     if args.coco_categories is not None and not Path(args.coco_categories).is_file():
         print(f"error: {args.coco_categories}: no such file (--coco-categories).", file=sys.stderr)
         return 2
@@ -93,6 +95,21 @@ def run_predict(args: argparse.Namespace) -> int:
     if ctx.main:
         _print_summary(summary)
     return 0 if summary.ok else 1
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    """Raise ``OSError`` when ``folder`` can neither be written nor created (a file in the way, no permission)."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{flag} {folder}: {existing} is a file, not a folder; choose another {flag}.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PermissionError(f"{flag} {folder}: cannot write in {existing} ({error.strerror or error}); choose "
+                              f"another {flag}.") from None
 
 
 def _cuda() -> bool:
@@ -214,6 +231,17 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from mask2former.eval import format_metrics, save_metrics
 
+    if args.output is not None:
+        _check_writable(args.output.parent, "--output")
+
+    needs = {"panoptic": ("annotations", "masks", "predictions", "prediction_dir"),
+             "instance": ("annotations", "predictions"), "semantic": ("masks", "prediction_dir", "class_names")}
+    missing = [name for name in needs[args.task] if getattr(args, name) is None]
+    if args.model is None and missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in needs[args.task])
+        raise ValueError(f"evaluate --task {args.task} of predictions on disk needs {flags} (missing: "
+                         f"{', '.join('--' + name.replace('_', '-') for name in missing)}); or pass --model to "
+                         "evaluate a model on a dataset.")
     if args.model is not None:
         import torch
 
@@ -223,7 +251,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from mask2former.train.data import build_dataset
 
         if args.data_format is None or args.images is None:
-            raise SystemExit("evaluate --model needs --data-format and --images (and the annotation paths).")
+            raise ValueError("evaluate --model needs --data-format and --images (and the annotation paths).")
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model, device=device)
         processor = Mask2FormerImageProcessor.from_pretrained(args.model) \

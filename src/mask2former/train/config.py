@@ -43,7 +43,13 @@ class DataSpec:
         """``class_names`` as a list, read from its JSON file when it is a path."""
         names = self.class_names
         if isinstance(names, str):
-            names = json.loads(Path(names).read_text(encoding="utf-8"))
+            if not Path(names).is_file():
+                raise FileNotFoundError(f"{names}: no such file (class_names: a JSON list of names or {{id: name}}).")
+            try:
+                names = json.loads(Path(names).read_text(encoding="utf-8"))
+            except ValueError as error:
+                raise ValueError(f"{names} is not valid JSON ({error}); class_names needs a JSON list of names or "
+                                 "{id: name}.") from None
         if isinstance(names, dict):
             names = [names[key] for key in sorted(names, key=int)]
         return [str(name) for name in names or []]

@@ -1,4 +1,5 @@
-"""Command line: ``mask2former demo | predict | serve | train | evaluate | convert``. The only module that reads argv."""
+"""Command line: ``mask2former demo | predict | serve | train | evaluate | convert``; the only module that reads
+argv. Every failure is one ``error:`` line on stderr (``--debug`` adds the traceback); see :func:`main`."""
 
 from __future__ import annotations
 
@@ -19,17 +20,19 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image files, folders (the images directly inside) or glob patterns ('data/**/*.jpg'); "
                              "none: the bundled example images")
     parser.add_argument("--model", help="model directory or hub id; default: the bundled demo model")
-    parser.add_argument("--task", choices=["panoptic", "instance", "semantic"], default="panoptic")
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/predict"))
+    parser.add_argument("--task", choices=["panoptic", "instance", "semantic"], default="panoptic",
+                        help="which segmentation to produce")
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/predict"), help="where results are written")
     parser.add_argument("--format", choices=["overlay", "coco"], default="overlay",
                         help="overlay: an overlay PNG and a segments JSON per image; coco: also the COCO files that "
                              "'mask2former evaluate' reads")
     parser.add_argument("--coco-categories", metavar="GT_JSON",
                         help="a COCO JSON whose category ids (matched by label name) and image ids (matched by file "
                              "name) the COCO outputs use")
-    parser.add_argument("--batch-size", type=_positive_int, default=1)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    parser.add_argument("--batch-size", type=_positive_int, default=1, help="images per model call")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: CUDA when there is one")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32", help="the model's run dtype")
     parser.add_argument("--size", type=_positive_int, help="the processor's shortest edge; default: the model's")
     parser.add_argument("--threshold", type=_fraction, default=0.5, help="minimum segment score")
     parser.add_argument("--mask-threshold", type=_fraction, default=0.5, help="mask probability threshold")
@@ -44,15 +47,10 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """``mask2former predict``: 0 when every image was segmented, 1 when some could not be read, 2 for bad inputs
     or outputs that exist. Under torchrun every process runs this on its share of the images."""
-    from mask2former.predict import CocoTarget, InputError, Predictor, bundled_examples, collect_images, \
-        predict_to_folder
+    from mask2former.predict import CocoTarget, Predictor, bundled_examples, collect_images, predict_to_folder
     from mask2former.train.loop import _setup_distributed
 
-    try:
-        paths = collect_images(args.inputs) if args.inputs else bundled_examples()
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    paths = collect_images(args.inputs) if args.inputs else bundled_examples()
     _check_writable(args.output_dir, "--output-dir")  # before the model runs, not after
     if args.coco_categories is not None and not Path(args.coco_categories).is_file():
         print(f"error: {args.coco_categories}: no such file (--coco-categories).", file=sys.stderr)
@@ -66,15 +64,11 @@ def run_predict(args: argparse.Namespace) -> int:
         device = args.device
         if ctx.world_size > 1 and args.device != "cpu" and _cuda():
             device = f"cuda:{ctx.local_rank}"
-        try:
-            predictor = Predictor.from_pretrained(
-                args.model, args.task, device=device, dtype=args.dtype, size=args.size, threshold=args.threshold,
-                mask_threshold=args.mask_threshold, overlap_mask_area_threshold=args.overlap_threshold)
-            target = CocoTarget.from_coco_json(args.coco_categories, predictor.id2label) \
-                if args.coco_categories is not None else None
-        except (OSError, ValueError) as error:  # a model that is not there, a COCO file that is not one
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        predictor = Predictor.from_pretrained(
+            args.model, args.task, device=device, dtype=args.dtype, size=args.size, threshold=args.threshold,
+            mask_threshold=args.mask_threshold, overlap_mask_area_threshold=args.overlap_threshold)
+        target = CocoTarget.from_coco_json(args.coco_categories, predictor.id2label) \
+            if args.coco_categories is not None else None
         prefix = f"[rank {ctx.rank}] " if ctx.world_size > 1 else ""
         try:
             summary = predict_to_folder(
@@ -204,7 +198,8 @@ def _data_spec_from_args(args: argparse.Namespace):
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-format", choices=["coco_panoptic", "coco_instance", "semantic"])
+    parser.add_argument("--data-format", choices=["coco_panoptic", "coco_instance", "semantic"],
+                        help="the dataset's layout (with --model)")
     parser.add_argument("--images", help="image folder")
     parser.add_argument("--annotations", help="COCO JSON (panoptic or instance)")
     parser.add_argument("--masks", help="panoptic PNG folder, or semantic label PNG folder")
@@ -329,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = commands.add_parser("demo", help="segment the bundled example images with the bundled demo model",
                                parents=[debug], formatter_class=formatter)
-    demo.add_argument("--output-dir", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    demo.add_argument("--output-dir", type=Path, default=Path("outputs/demo"), help="where results are written")
+    demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when there is one")
     demo.add_argument("--overwrite", action="store_true", help="replace the files of an earlier demo run")
     predict = commands.add_parser("predict", help="segment images: overlay PNGs, segment JSONs, COCO files",
                                   parents=[debug], formatter_class=formatter)
@@ -344,20 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a setting, e.g. --set lr=2e-4 --set train_data.images=data/train")
     train.add_argument("--output-dir", help="where the run is written (default: the config's output_dir)")
-    train.add_argument("--max-steps", type=_positive_int)
+    train.add_argument("--max-steps", type=_positive_int, help="steps to train (default: the config's max_steps)")
     train.add_argument("--init-checkpoint", help="checkpoint directory or hub id to start from")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
 
     evaluate = commands.add_parser("evaluate", help="PQ / mask AP / mIoU of a model on a dataset, or of predictions "
                                                     "already on disk", parents=[debug], formatter_class=formatter)
-    evaluate.add_argument("--task", choices=["panoptic", "instance", "semantic"], required=True)
+    evaluate.add_argument("--task", choices=["panoptic", "instance", "semantic"], required=True,
+                          help="panoptic (PQ), instance (mask AP) or semantic (mIoU)")
     evaluate.add_argument("--model", help="checkpoint directory or hub id (omit to score --predictions on disk)")
     _add_data_arguments(evaluate)
     evaluate.add_argument("--predictions", help="panoptic: predictions JSON; instance: COCO results JSON")
     evaluate.add_argument("--prediction-dir", help="panoptic: prediction PNG folder; semantic: predicted label PNGs")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=1)
-    evaluate.add_argument("--device")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=1, help="images per model call (--model)")
+    evaluate.add_argument("--device", help="cpu or cuda (--model); default: CUDA when there is one")
     evaluate.add_argument("--output", type=Path, help="write the metrics as JSON here")
     add_convert_parser(commands, [debug])
     return parser

@@ -310,7 +310,10 @@ class CocoTarget:
     def from_coco_json(cls, path: str | os.PathLike[str], id2label: Mapping[int, str]) -> "CocoTarget":
         """Match the model's label names to the categories of a COCO (panoptic or instance) JSON, and image file
         names (or stems) to its image ids. Labels with no category of that name are left out of COCO outputs."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}).") from None
         if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
             raise ValueError(f"{path}: not a COCO JSON (no 'categories' list).")
         by_name = {str(c["name"]): int(c["id"]) for c in data["categories"]}

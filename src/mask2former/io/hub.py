@@ -111,7 +111,8 @@ def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
 
 def _offline_message(name: str, filename: str) -> str:
     return (
-        f"{filename} of the hub repository {name} is not in the local hub cache and the hub cannot be reached (offline, or "
+        f"{filename} of the hub repository {name} is not in the local hub cache and the hub cannot be reached "
+        "(offline, or "
         "HF_HUB_OFFLINE=1). Download the checkpoint on a machine with network access, e.g. "
         f"`huggingface-cli download {name} --local-dir ./{name.split('/')[-1]}`, copy that directory here and pass "
         "its path instead of the hub id."

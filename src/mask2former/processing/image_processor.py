@@ -12,8 +12,16 @@ import numpy as np
 import torch
 
 from . import postprocess
-from .conversion import (array_to_hwc, image_size, layout_name, per_image, split_batch, to_label_map, to_rgb,
-                         warn_if_already_rescaled)
+from .conversion import (
+    array_to_hwc,
+    image_size,
+    layout_name,
+    per_image,
+    split_batch,
+    to_label_map,
+    to_rgb,
+    warn_if_already_rescaled,
+)
 from .resize import resize_labels
 from .targets import encode_label_map
 from .transforms import affine_coefficients, as_resample, images_to_batch, output_size

@@ -60,8 +60,8 @@ def check_files(dataset: Any, name: str, shown: int = 10) -> None:
     if missing:
         listed = ", ".join(str(path) for path in missing[:shown])
         more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
-        raise TrainingDataError(f"{name}: {len(missing)} file(s) named by the annotations do not exist: {listed}{more}. "
-                                "Fix the paths (or remove those entries); no training step was run.")
+        raise TrainingDataError(f"{name}: {len(missing)} file(s) named by the annotations do not exist: {listed}"
+                                f"{more}. Fix the paths (or remove those entries); no training step was run.")
 
 
 class ReadFailures:

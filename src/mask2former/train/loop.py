@@ -24,8 +24,8 @@ from mask2former.train.config import TrainConfig
 from mask2former.train.data import (
     EpochIndexed,
     ReadFailures,
-    TrainingDataError,
     StepSampler,
+    TrainingDataError,
     build_dataset,
     build_train_transform,
     check_files,
@@ -115,7 +115,8 @@ def _log(path: Path | None, record: dict[str, Any]) -> None:
 
 
 def _drop_records_after(path: Path | None, step: int) -> None:
-    """Rewrite a log without the records of steps after ``step`` (written before a kill; the resumed run redoes them)."""
+    """Rewrite a log without the records of steps after ``step`` (written before a kill; the resumed run redoes
+    them)."""
     if path is None or not path.is_file():
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)

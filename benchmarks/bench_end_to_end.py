@@ -40,7 +40,7 @@ def main() -> None:
     import imgviz
     import transformers
 
-    from mask2former.processing import Mask2FormerImageProcessor
+    from mask2former.preprocess import Mask2FormerImageProcessor
 
     image = imgviz.data.arc2017()["rgb"]  # (H, W, 3) uint8
     target = [image.shape[:2]]

@@ -9,7 +9,7 @@ Rows (each: transformers ms, ours ms, ratio = transformers / ours, and how far t
   (short side 800, long side at most 1333), ``return_tensors="pt"``; agreement: max |difference| of pixel_values.
 - post-processing, trained-model-like outputs: batch of 2, Q=100 queries, K=133 classes, 200x272 masks, 800x1088
   targets; a few confident queries whose masks tile the image, the rest "no object" (``realistic_outputs`` in
-  tests/processing/processing_reference.py).
+  tests/postprocess/postprocess_reference.py).
 - post-processing, a real model: the bundled demo model (``mask2former/assets/demo_model``, if present) run on the
   bundled example images with its own preprocessor settings; targets are the original image sizes.
 - for information (not with ``--quick`` or ``--no-worst-case``): unstructured random logits, the worst case for our
@@ -40,12 +40,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "processing"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "postprocess"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import allocator_setting, interleaved_times, load_line, machine_line  # noqa: E402
-from processing_reference import FakeOutputs, realistic_outputs  # noqa: E402
+from postprocess_reference import FakeOutputs, realistic_outputs  # noqa: E402
 
-from mask2former.processing import Mask2FormerImageProcessor  # noqa: E402
+from mask2former.preprocess import Mask2FormerImageProcessor  # noqa: E402
 
 HEADER = f"{'task':<42}{'transformers ms':>16}{'ours ms':>10}{'ratio':>8}  agreement"
 

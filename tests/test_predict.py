@@ -23,7 +23,8 @@ from mask2former.predict import (
     output_names,
     predict_to_folder,
 )
-from mask2former.processing import Mask2FormerImageProcessor, rle
+from mask2former.postprocess import rle
+from mask2former.preprocess import Mask2FormerImageProcessor
 
 LABELS = {0: "circle", 1: "square", 2: "sky"}
 

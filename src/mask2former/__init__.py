@@ -8,7 +8,7 @@ from mask2former.modeling.backbones.resnet import ResNetConfig
 from mask2former.modeling.backbones.swin import SwinConfig
 from mask2former.modeling.model import Mask2FormerForUniversalSegmentation, Mask2FormerModel
 from mask2former.modeling.outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput
-from mask2former.processing import Mask2FormerImageProcessor
+from mask2former.preprocess import Mask2FormerImageProcessor
 from mask2former.version import __version__
 
 __all__ = [

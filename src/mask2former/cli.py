@@ -242,7 +242,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         from mask2former import Mask2FormerForUniversalSegmentation
         from mask2former.eval.evaluate import evaluate_model
-        from mask2former.processing import Mask2FormerImageProcessor
+        from mask2former.preprocess import Mask2FormerImageProcessor
         from mask2former.train.data import build_dataset
 
         if args.data_format is None or args.images is None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mask2former.io.images import READ_ERRORS, read_image
+from mask2former.preprocess.read import READ_ERRORS, read_image
 
 TASKS = ("panoptic", "instance", "semantic")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -147,7 +147,7 @@ def _mask_bbox(mask: np.ndarray) -> list[int]:
 
 def _segment(mask: np.ndarray, segment_id: int, label_id: int, score: float | None,
              id2label: Mapping[int, str]) -> dict[str, Any]:
-    from mask2former.processing import rle
+    from mask2former.postprocess import rle
 
     return {"id": int(segment_id), "label_id": int(label_id), "label": id2label.get(int(label_id), str(label_id)),
             "score": None if score is None else round(float(score), 4), "area": int(mask.sum()),
@@ -188,7 +188,7 @@ class Predictor:
         ratio to it). The processor comes from ``preprocessor_config.json`` next to the weights, else the default one.
         """
         from mask2former import Mask2FormerForUniversalSegmentation
-        from mask2former.processing import Mask2FormerImageProcessor
+        from mask2former.preprocess import Mask2FormerImageProcessor
 
         source = str(model) if model is not None else str(demo_model_dir())
         if device == "auto":

@@ -37,7 +37,7 @@ def test_half_precision_panoptic_maps_agree_with_float32(dtype):
     """Autocast on CPU, trained demo model, bundled example photos: >= 99% of pixels get the same segment."""
     from PIL import Image
 
-    from mask2former.processing import Mask2FormerImageProcessor
+    from mask2former.preprocess import Mask2FormerImageProcessor
 
     directory = _demo_model_directory()
     model = Mask2FormerForUniversalSegmentation.from_pretrained(directory).eval()

@@ -104,9 +104,9 @@ def write_label_png(path: PathLike, labels: np.ndarray) -> None:
 
 
 def read_rgb_image(path: PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels as :func:`mask2former.io.images.read_image` reads them (EXIF orientation applied,
-    every mode to 8-bit RGB); raises ``FileNotFoundError`` naming a missing file."""
-    from mask2former.io.images import read_image
+    """(H, W, 3) uint8 RGB pixels as :func:`mask2former.preprocess.read.read_image` reads them (EXIF orientation
+    applied, every mode to 8-bit RGB); raises ``FileNotFoundError`` naming a missing file."""
+    from mask2former.preprocess.read import read_image
 
     return np.asarray(read_image(path))
 

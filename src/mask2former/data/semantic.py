@@ -9,7 +9,7 @@ import numpy as np
 
 from .formats import Category, PathLike, read_label_png, read_rgb_image
 from .sample import Sample, SegmentationDataset, Transform
-from mask2former.processing.targets import reduce_labels  # one implementation, shared with the processor
+from mask2former.preprocess.targets import reduce_labels  # one implementation, shared with the processor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

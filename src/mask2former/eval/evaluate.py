@@ -31,7 +31,7 @@ def evaluate_model(model: Any, dataset: Any, *, task: str = "panoptic", processo
     ``processor`` defaults to ``Mask2FormerImageProcessor()`` (shortest edge 800). Returns the metric dict of
     ``PanopticQuality.compute``, ``evaluate_instance_segmentation`` or ``ConfusionMatrix.compute``.
     """
-    from mask2former.processing import Mask2FormerImageProcessor
+    from mask2former.preprocess import Mask2FormerImageProcessor
 
     if task not in ("panoptic", "instance", "semantic"):
         raise ValueError(f"task={task!r} is not one of panoptic, instance, semantic.")

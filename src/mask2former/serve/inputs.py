@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from mask2former.io.images import oriented_rgb
+from mask2former.preprocess.read import oriented_rgb
 from mask2former.predict import TASKS
 
 

@@ -125,7 +125,7 @@ class EpochIndexed(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         """Sample ``index``; when its files cannot be read, the next readable sample, with ``skipped`` naming the
         files passed over (the training loop logs them and stops when too many fail)."""
-        from mask2former.io.images import READ_ERRORS
+        from mask2former.preprocess.read import READ_ERRORS
 
         epoch, index = key
         self.dataset.set_epoch(epoch)

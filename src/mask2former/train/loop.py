@@ -327,7 +327,7 @@ def _evaluate(model: Any, config: TrainConfig, ctx: _Dist, device: torch.device)
 
 def run_processor(config: TrainConfig):
     """The image processor that evaluation uses and that is saved with the model: shortest edge = crop size."""
-    from mask2former.processing import Mask2FormerImageProcessor
+    from mask2former.preprocess import Mask2FormerImageProcessor
 
     return Mask2FormerImageProcessor(size={"shortest_edge": config.crop_size, "longest_edge": 4 * config.crop_size})
 

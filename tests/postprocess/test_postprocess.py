@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from processing_reference import (
+from postprocess_reference import (
     full_resolution_logits,
     realistic_outputs,
     reference_instances,
@@ -16,7 +16,8 @@ from processing_reference import (
     reference_semantic_scores,
 )
 
-from mask2former.processing import Mask2FormerImageProcessor
+from mask2former import Mask2FormerImageProcessor
+from mask2former.postprocess import instance_segmentation, panoptic_segmentation, semantic_segmentation
 
 PROCESSOR = Mask2FormerImageProcessor()
 
@@ -38,15 +39,15 @@ def target(geometry, index):
     return None if geometry[3] is None else geometry[3][index]
 
 
-@pytest.mark.parametrize("path", ["pairs", "dense", "bounded"])
+# chunk_values: the default, and small enough that every step runs in many chunks of queries or pixels
+CHUNKS = [1 << 24, 1000]
+
+
+@pytest.mark.parametrize("chunk_values", CHUNKS)
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_semantic_matches_reference(geometry, path, monkeypatch):
-    if path == "dense":  # the path for outputs where most queries matter: every query on every open block
-        monkeypatch.setattr("mask2former.processing.postprocess._DENSE_PAIRS", 0.0)
-    if path == "bounded":  # no query exact at first: every open pixel is left pending and scored again exactly
-        monkeypatch.setattr("mask2former.processing.postprocess._ACTIVE_SPREAD", float("inf"))
+def test_semantic_matches_reference(geometry, chunk_values):
     outputs = outputs_for(geometry, classes=9)
-    results = PROCESSOR.post_process_semantic_segmentation(outputs, target_sizes=geometry[3])
+    results = semantic_segmentation(outputs, geometry[3], chunk_values=chunk_values)
     for index, result in enumerate(results):
         scores = reference_semantic_scores(outputs, index, target(geometry, index))
         assert result.shape == scores.shape[1:] and result.dtype == torch.int64
@@ -55,14 +56,13 @@ def test_semantic_matches_reference(geometry, path, monkeypatch):
         assert torch.equal(result[clear], scores.argmax(0)[clear])
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["pairs", "dense"])
+@pytest.mark.parametrize("chunk_values", CHUNKS)
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_panoptic_matches_reference(geometry, dense, monkeypatch):
-    if dense:  # the path for outputs where bounds settle little: every query on every open block
-        monkeypatch.setattr("mask2former.processing.postprocess._DENSE_PAIRS", 0.0)
+def test_panoptic_matches_reference(geometry, chunk_values):
     outputs = outputs_for(geometry, classes=5, objects=8)  # 8 objects over 5 classes: some classes repeat
     fuse = {0, 1, 2}
-    results = PROCESSOR.post_process_panoptic_segmentation(outputs, label_ids_to_fuse=fuse, target_sizes=geometry[3])
+    results = panoptic_segmentation(outputs, label_ids_to_fuse=fuse, target_sizes=geometry[3],
+                                    chunk_values=chunk_values)
     for index, result in enumerate(results):
         segmentation, segments = reference_panoptic(outputs, index, fuse=fuse, target_size=target(geometry, index))
         assert result["segmentation"].shape == segmentation.shape and result["segmentation"].dtype == torch.int32
@@ -71,22 +71,10 @@ def test_panoptic_matches_reference(geometry, dense, monkeypatch):
     assert any(segment["was_fused"] for result in results for segment in result["segments_info"])
 
 
-def test_larger_scene_matches_reference(monkeypatch):
-    """Enough objects that some panoptic blocks need a second round of contenders: queries whose upper bound reaches
-    the smallest per-pixel maximum of the first round."""
-    from mask2former.processing import postprocess
-
-    rounds = []
-    first_round = postprocess._panoptic_winners
-
-    def spy(*args):
-        rounds.append(len(args) <= 8)  # the second round is called without the crossing pairs to count
-        return first_round(*args)
-
-    monkeypatch.setattr(postprocess, "_panoptic_winners", spy)
+def test_larger_scene_matches_reference():
+    """Many overlapping objects: panoptic winners and semantic classes change often within a mask pixel."""
     outputs = realistic_outputs(batch=1, height=40, width=56, queries=30, classes=5, objects=12, seed=0)
     result = PROCESSOR.post_process_panoptic_segmentation(outputs, label_ids_to_fuse={0, 1})[0]
-    assert any(rounds), "the scene should need a second round"
     segmentation, segments = reference_panoptic(outputs, 0, fuse={0, 1})
     assert result["segments_info"] == segments
     assert (result["segmentation"] != segmentation).float().mean() < 1e-4
@@ -110,15 +98,16 @@ def test_instance_matches_reference(geometry):
             assert (ours != mask).float().mean() < 1e-4
 
 
+@pytest.mark.parametrize("chunk_values", CHUNKS)
 @pytest.mark.parametrize("threshold", [0.8, 0.97])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_instance_map_matches_reference(geometry, threshold):
+def test_instance_map_matches_reference(geometry, threshold, chunk_values):
     """The id map from the reference masks: each pixel to the best instance covering it; instances left with less
     than ``threshold`` of their mask dropped, the map painted again without them, ids renumbered."""
     outputs = outputs_for(geometry, seed=1)
     outputs.masks_queries_logits[:, :3] += 25.0  # three objects spill into their neighbours: masks overlap
-    results = PROCESSOR.post_process_instance_segmentation(outputs, target_sizes=geometry[3],
-                                                           overlap_mask_area_threshold=threshold)
+    results = instance_segmentation(outputs, target_sizes=geometry[3], overlap_mask_area_threshold=threshold,
+                                    chunk_values=chunk_values)
     dropped_any = False
     for index, result in enumerate(results):
         instances = reference_instances(outputs, index, target_size=target(geometry, index))

@@ -13,7 +13,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mask2former.io.images import SIXTEEN_BIT_MODES, pil_to_rgb
+from .read import SIXTEEN_BIT_MODES, pil_to_rgb
 
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
@@ -62,7 +62,7 @@ def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image | np.ndarray:
     """8-bit images stay Pillow images in mode RGB (resizing them then needs no copy); 16-bit and float -> arrays.
 
-    A lazily opened file is decoded here, once: later steps may read the image from several threads at a time."""
+    A lazily opened file is decoded here, so that a corrupt file gives a clear error."""
     try:
         image.load()
     except (OSError, SyntaxError) as error:

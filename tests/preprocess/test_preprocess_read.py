@@ -1,5 +1,5 @@
-"""The one image reader (``mask2former.io.images``): every Pillow mode to the same 8-bit RGB, EXIF orientation, and
-the CLI segmenting a 16-bit or EXIF-rotated file exactly like the equivalent plain 8-bit picture."""
+"""The one image reader (``mask2former.preprocess.read``): every Pillow mode to the same 8-bit RGB, EXIF orientation,
+and the CLI segmenting a 16-bit or EXIF-rotated file exactly like the equivalent plain 8-bit picture."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from PIL import Image
 from test_predict import tiny_model_dir
 
 from mask2former.cli import main
-from mask2former.io.images import pil_to_rgb, read_image
-from mask2former.processing import Mask2FormerImageProcessor
+from mask2former.preprocess.read import pil_to_rgb, read_image
+from mask2former.preprocess import Mask2FormerImageProcessor
 
 ORIENTATION = 0x0112
 

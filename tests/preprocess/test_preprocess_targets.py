@@ -7,8 +7,8 @@ import PIL.Image
 import pytest
 import torch
 
-from mask2former.processing import Mask2FormerImageProcessor
-from mask2former.processing.targets import encode_label_map
+from mask2former.preprocess import Mask2FormerImageProcessor
+from mask2former.preprocess.targets import encode_label_map
 
 hf_module = pytest.importorskip("transformers.models.mask2former.image_processing_pil_mask2former")
 HFProcessor = hf_module.Mask2FormerImageProcessorPil

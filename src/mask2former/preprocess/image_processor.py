@@ -11,8 +11,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from . import postprocess
-from .conversion import (
+from ..postprocess import instance_segmentation, panoptic_segmentation, semantic_segmentation
+from .batch import affine_coefficients, images_to_batch
+from .inputs import (
     array_to_hwc,
     image_size,
     layout_name,
@@ -22,9 +23,8 @@ from .conversion import (
     to_rgb,
     warn_if_already_rescaled,
 )
-from .resize import resize_labels
+from .resize import as_resample, output_size, resize_labels
 from .targets import encode_label_map
-from .transforms import affine_coefficients, as_resample, images_to_batch, output_size
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -301,7 +301,7 @@ class Mask2FormerImageProcessor:
 
         Each pixel takes the class maximising sum over queries of softmax(class logits)[class] * sigmoid(mask).
         """
-        return postprocess.semantic_segmentation(outputs, target_sizes)
+        return semantic_segmentation(outputs, target_sizes)
 
     def post_process_instance_segmentation(
         self,
@@ -322,7 +322,7 @@ class Mask2FormerImageProcessor:
         ``overlap_mask_area_threshold`` of their mask; with ``return_binary_maps`` an (N, H, W) bool tensor and with
         ``return_coco_annotation`` a list of COCO RLE dicts, one full (possibly overlapping) mask per kept instance.
         """
-        return postprocess.instance_segmentation(outputs, threshold, mask_threshold, overlap_mask_area_threshold,
+        return instance_segmentation(outputs, threshold, mask_threshold, overlap_mask_area_threshold,
                                                  target_sizes, return_coco_annotation, return_binary_maps)
 
     def post_process_panoptic_segmentation(
@@ -341,7 +341,7 @@ class Mask2FormerImageProcessor:
         is dropped if the pixels it wins are fewer than ``overlap_mask_area_threshold`` x its own mask area. Queries
         of a class in ``label_ids_to_fuse`` share one segment.
         """
-        return postprocess.panoptic_segmentation(outputs, threshold, mask_threshold, overlap_mask_area_threshold,
+        return panoptic_segmentation(outputs, threshold, mask_threshold, overlap_mask_area_threshold,
                                                  label_ids_to_fuse, target_sizes)
 
     # ------------------------------------------------------------------------------------------------ serialisation

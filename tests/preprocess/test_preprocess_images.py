@@ -3,21 +3,15 @@ conversions, sizes, serialisation and errors."""
 
 from __future__ import annotations
 
-import functools
 import json
-import threading
-import time
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 
-from mask2former.processing import Mask2FormerImageProcessor
-from mask2former.processing.pass_order import RULES, horizontal_first, installed_rule
-from mask2former.processing.resize import banded_resize
-from mask2former.processing.threads import run_shared, shared_pool
-from mask2former.processing.transforms import output_size
+from mask2former.preprocess import Mask2FormerImageProcessor
+from mask2former.preprocess.resize import output_size
 
 hf_module = pytest.importorskip("transformers.models.mask2former.image_processing_pil_mask2former")
 HFProcessor = hf_module.Mask2FormerImageProcessorPil
@@ -86,6 +80,16 @@ def test_synthetic_images_and_settings_match_transformers(settings):
     )
 
 
+@pytest.mark.parametrize("resample", list(PIL.Image.Resampling), ids=lambda r: r.name.lower())
+def test_every_resample_filter_matches_transformers(resample):
+    """A padded batch of an enlarged and a shrunk photo crop, with each of Pillow's filters."""
+    image = photos()["voc"]
+    images = [image[:90, :120], image[:, :333]]
+    settings = {"size": {"shortest_edge": 160, "longest_edge": 300}, "resample": int(resample)}
+    assert_same_inputs(Mask2FormerImageProcessor(**settings)(images, return_tensors="pt"),
+                       HFProcessor(**settings)(images, return_tensors="pt"))
+
+
 def test_rgba_and_palette_images_match_transformers_convert_rgb():
     rng = np.random.default_rng(1)
     rgba = rng.integers(0, 256, (40, 30, 4), dtype=np.uint8)
@@ -122,166 +126,6 @@ def test_pil_and_array_inputs_give_the_same_batch_and_match_transformers():
     assert torch.equal(from_pil["pixel_values"], from_array["pixel_values"])
     assert torch.equal(from_pil["pixel_mask"], from_array["pixel_mask"])
     assert_same_inputs(from_pil, HFProcessor()(image, return_tensors="pt"))
-
-
-def test_the_shared_pool_is_remade_in_a_forked_child():
-    """A child forked after the pool was made (a DataLoader worker) must not wait on its parent's threads."""
-    import multiprocessing
-
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no fork on this platform")
-    import time
-
-    parent_pool = shared_pool(2)
-    list(parent_pool.map(time.sleep, [0.05, 0.05]))  # both threads started, now idle: a copy would take no work
-    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
-    with multiprocessing.get_context("fork").Pool(1) as children:
-        child_pixels = children.apply_async(_resized_on_the_shared_pool, (image,)).get(timeout=60)
-    assert np.array_equal(child_pixels, np.asarray(image.resize((90, 70), PIL.Image.Resampling.BILINEAR)))
-    assert shared_pool(2) is parent_pool
-
-
-def _resized_on_the_shared_pool(image: PIL.Image.Image) -> np.ndarray:
-    """Pillow and NumPy only: torch's own OpenMP threads are not usable in a forked child."""
-    return shared_pool(2).submit(lambda: np.asarray(image.resize((90, 70), PIL.Image.Resampling.BILINEAR))).result()
-
-
-def test_threads_give_the_same_batch_as_one_thread(monkeypatch):
-    """Several threads prepare the images of a batch concurrently (resize and normalise); the result is the same."""
-    from mask2former.processing import transforms
-
-    runs = []
-
-    def recorded(steps, threads):
-        runs.append((len(steps), threads))
-        return run_shared(steps, threads)
-
-    monkeypatch.setattr(transforms, "run_shared", recorded)
-    rng = np.random.default_rng(3)
-    images = [rng.integers(0, 256, (37 + 5 * i, 53 - 3 * i, 3), dtype=np.uint8) for i in range(3)]
-    images.append(PIL.Image.fromarray(images[0]).convert("L"))
-    processor = Mask2FormerImageProcessor(size={"shortest_edge": 320, "longest_edge": 500})  # enough pixels for threads
-    alone = processor(images, return_tensors="pt")
-    torch.set_num_threads(3)  # restored by the one_thread fixture
-    together = processor(images, return_tensors="pt")
-    assert runs[:2] == [(4, 1), (0, 1)], "one step per image on one thread"
-    assert runs[2][0] > 4 and runs[3] == (0, 3), "more images than threads: exact row bands, in one round"
-    assert torch.equal(alone["pixel_values"], together["pixel_values"])
-    assert torch.equal(alone["pixel_mask"], together["pixel_mask"])
-    pair = processor(images[:2], return_tensors="pt")  # fewer images than threads: both in bands
-    assert runs[-2][0] + runs[-1][0] > 2 * 2, "each image cut into several bands"
-    height, width = pair["pixel_values"].shape[2:]
-    assert torch.equal(pair["pixel_values"], alone["pixel_values"][:2, :, :height, :width])
-
-
-@pytest.mark.parametrize("resample", [PIL.Image.Resampling.BILINEAR, PIL.Image.Resampling.BICUBIC,
-                                      PIL.Image.Resampling.LANCZOS, PIL.Image.Resampling.BOX,
-                                      PIL.Image.Resampling.HAMMING])
-def test_resizing_in_bands_gives_exactly_one_resize(resample):
-    """The bands tile exactly one resize, whichever pass Pillow runs first and whether they come in one round of
-    exact row bands or in two rounds, and every piece reaches the sink once, from whichever thread made it."""
-    rng = np.random.default_rng(int(resample))
-    ways = set()
-    for in_size in [(48, 64), (33, 51), (120, 190), (5, 90)]:
-        image = PIL.Image.fromarray(rng.integers(0, 256, (*in_size, 3), dtype=np.uint8))
-        height, width = in_size
-        for out_size in [(80, 107), (height, 110), (90, width), (24, 32), (3, 4), (2 * height + 1, width // 3 + 1),
-                         (2 * height, 2 * width), (height // 2 + 1, 2 * width), (height // 3 + 1, width + 7)]:
-            expected = np.asarray(image.resize(out_size[::-1], resample))
-            if out_size[0] != height and out_size[1] != width:
-                ways.add(horizontal_first(width, height, out_size[1], out_size[0]))
-            for parts, threads in ((2, 1), (3, 2), (5, 3)):
-                tiled = np.full((*out_size, 3), -1, dtype=np.int32)
-                lock = threading.Lock()
-
-                def sink(top, left, planes):
-                    rows, columns = planes[0].shape
-                    with lock:
-                        assert (tiled[top:top + rows, left:left + columns] == -1).all(), "pieces do not overlap"
-                        tiled[top:top + rows, left:left + columns] = np.stack(planes, axis=2)
-
-                first, second = banded_resize(image, *out_size, resample, parts, sink)
-                ways.add("one round" if not second else "two rounds")
-                run_shared(first, threads)
-                run_shared(second, threads)
-                assert np.array_equal(tiled, expected), (in_size, out_size, parts)
-    orders = {True, False} if installed_rule() is not RULES[0] else {True}  # Pillow 13 runs some vertically first
-    assert ways >= orders | {"two rounds"} | ({"one round"} if resample == PIL.Image.Resampling.BILINEAR else set())
-
-
-def test_one_image_on_several_threads_gives_the_same_batch_and_matches_transformers(monkeypatch):
-    """With more threads than images, an 8-bit RGB image is resized and normalised in bands shared by the threads;
-    other kinds take the one-piece path. Every kind gives the batch of one thread."""
-    from mask2former.processing import transforms
-
-    banded = []
-    monkeypatch.setattr(transforms, "banded_resize", lambda *args: banded.append(args[4]) or banded_resize(*args))
-    image = photos()["voc"]
-    kinds = [image, PIL.Image.fromarray(image), PIL.Image.fromarray(image).convert("L"), image.astype(np.float32)]
-    alone = [Mask2FormerImageProcessor()(kind, return_tensors="pt") for kind in kinds]
-    assert banded == []
-    torch.set_num_threads(3)  # restored by the one_thread fixture
-    for kind, expected in zip(kinds, alone):
-        together = Mask2FormerImageProcessor()(kind, return_tensors="pt")
-        assert torch.equal(expected["pixel_values"], together["pixel_values"])
-        assert torch.equal(expected["pixel_mask"], together["pixel_mask"])
-    assert banded == [6, 6, 6], "8-bit kinds (greyscale made RGB first) in 2 bands per thread, float32 not"
-    assert torch.equal(alone[0]["pixel_values"], alone[1]["pixel_values"])
-    assert_same_inputs(alone[0], HFProcessor()(image, return_tensors="pt"))
-
-
-def _steps(tasks, seen, compute=lambda task: task):
-    """Steps whose commit records (result, committing thread) in ``seen``."""
-    lock = threading.Lock()
-
-    def commit(result):
-        with lock:
-            seen.append((result, threading.current_thread().name))
-
-    return [(functools.partial(compute, task), commit) for task in tasks]
-
-
-def test_shared_work_commits_every_step_once_and_raises_the_first_error():
-    seen = []
-    run_shared(_steps(range(40), seen, lambda task: time.sleep(0.001) or task), threads=3)  # ~13 ms per thread
-    assert sorted(result for result, _ in seen) == list(range(40))
-    assert any(name == threading.current_thread().name for _, name in seen), "the calling thread takes steps too"
-
-    def fail_on_seven(task):
-        if task == 7:
-            raise ValueError("step 7")
-        return task
-
-    with pytest.raises(ValueError, match="step 7"):
-        run_shared(_steps(range(20), [], fail_on_seven), threads=2)
-    run_shared([], threads=2)  # nothing to do is fine
-
-
-def test_the_caller_computes_a_slow_helpers_step_itself():
-    """A helper on a slow core holds a step far longer than the caller's steps take: the caller computes it too,
-    commits its own result once, and returns without waiting for the helper, whose late result is dropped."""
-    release, started, computed = threading.Event(), threading.Event(), []
-
-    def compute(task):
-        if threading.current_thread() is not threading.main_thread():
-            computed.append(task)
-            started.set()
-            release.wait(10)  # the helper's step takes "forever"
-            return ("late", task)
-        started.wait(10)  # make sure the helper holds a step (a woken pool thread can start late)
-        time.sleep(0.002)
-        return ("caller", task)
-
-    seen = []
-    try:
-        run_shared(_steps(range(6), seen, compute), threads=2)
-        assert sorted(task for (_, task), _ in seen) == list(range(6)), "every step committed exactly once"
-        assert all(who == "caller" for (who, _), _ in seen)
-        assert computed, "the helper took a step"
-    finally:
-        release.set()
-    time.sleep(0.05)  # the helper's late result arrives: dropped
-    assert len(seen) == 6
 
 
 def test_output_formats():
@@ -364,28 +208,13 @@ def test_unknown_arguments_are_rejected():
         Mask2FormerImageProcessor()(np.zeros((8, 8, 3), np.uint8), do_resise=False)
 
 
-def test_shared_work_does_not_wait_for_a_helper_that_never_started():
-    """With the pool's threads busy (another caller), the caller does every task itself and returns at once."""
-    release = threading.Event()
-    blocker = shared_pool(1).submit(release.wait, 10)  # the pool's only thread, busy until released (or 10 s)
-    try:
-        seen = []
-        run_shared(_steps(range(6), seen), threads=2)
-        assert sorted(result for result, _ in seen) == list(range(6))
-        assert not blocker.done(), "returned without waiting for the busy pool"
-    finally:
-        release.set()
-    assert blocker.result() is True
-
-
 def test_lazily_opened_files_are_decoded_once_and_corrupt_ones_named(tmp_path):
-    """Image.open only reads the header: the processor decodes the file before any thread reads it, and a truncated
-    file is a clear ValueError."""
+    """Image.open only reads the header: the processor decodes the file, and a truncated file is a clear
+    ValueError."""
     image = photos()["voc"]
     path = tmp_path / "photo.jpg"
     PIL.Image.fromarray(image).save(path, quality=95)
     expected = Mask2FormerImageProcessor()(PIL.Image.open(path).convert("RGB"), return_tensors="pt")
-    torch.set_num_threads(3)  # restored by the one_thread fixture: the image is cut into bands on three threads
     lazy = PIL.Image.open(path)
     assert lazy.mode == "RGB"
     got = Mask2FormerImageProcessor()(lazy, return_tensors="pt")
@@ -394,11 +223,3 @@ def test_lazily_opened_files_are_decoded_once_and_corrupt_ones_named(tmp_path):
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         Mask2FormerImageProcessor()(PIL.Image.open(truncated), return_tensors="pt")
-
-
-def test_a_pool_of_another_size_leaves_the_first_one_working():
-    """Callers with different thread counts get pools of their own; neither shuts the other down."""
-    one = shared_pool(1)
-    two = shared_pool(2)
-    assert shared_pool(1) is one and two is not one
-    assert one.submit(lambda: 7).result() == 7 and two.submit(lambda: 8).result() == 8

@@ -273,17 +273,23 @@ class Predictor:
 
 
 def draw_prediction(image: Image.Image, prediction: Prediction, *, side_by_side: bool = False,
-                    alpha: float = 0.6, legend: bool | None = None) -> Image.Image:
+                    alpha: float = 0.6, legend: bool | None = None, plain: bool = False) -> Image.Image:
     """The overlay picture of a prediction (see :mod:`mask2former.visualize`); semantic maps get a legend by
-    default, panoptic and instance maps captions "label 97%"."""
+    default, panoptic and instance maps captions "label 97%". ``plain``: the whole-image reference painter."""
     from mask2former.visualize import draw_segmentation, draw_semantic
 
     if prediction.task == "semantic":
         id2label = {s["label_id"]: s["label"] for s in prediction.segments}
         return draw_semantic(image, prediction.segmentation, id2label=id2label, ignore_index=None, alpha=alpha,
-                             legend=True if legend is None else legend, side_by_side=side_by_side)
+                             legend=True if legend is None else legend, side_by_side=side_by_side, plain=plain)
     return draw_segmentation(image, prediction.segmentation, prediction.segments, alpha=alpha,
-                             legend=bool(legend), side_by_side=side_by_side)
+                             legend=bool(legend), side_by_side=side_by_side, plain=plain)
+
+
+def save_overlay(picture: Image.Image, path: Path, *, plain: bool = False) -> None:
+    """Write an overlay PNG with fast zlib compression (level 1: a 6000x4000 overlay in a fraction of the time of
+    Pillow's default level 6, for a somewhat larger file); ``plain``: Pillow's default."""
+    picture.save(path, format="PNG", **({} if plain else {"compress_level": 1}))
 
 
 # ------------------------------------------------------------------------------------------------- COCO outputs
@@ -485,7 +491,8 @@ def predict_to_folder(
                 report(f"skipped {paths[position]}: {error}")
         for (position, image), prediction in zip(batch, predictor([image for _, image in batch])):
             name, path = names[position], paths[position]
-            draw_prediction(image, prediction, side_by_side=side_by_side, alpha=alpha).save(output_dir / f"{name}.png")
+            save_overlay(draw_prediction(image, prediction, side_by_side=side_by_side, alpha=alpha),
+                         output_dir / f"{name}.png")
             # the segmentation is of the picture as shown: turned by its EXIF orientation (1: as stored)
             _write_json(output_dir / f"{name}.json", {"image": str(path), "height": prediction.height,
                                                        "width": prediction.width,

@@ -487,8 +487,9 @@ def predict_to_folder(
             try:
                 batch.append((position, read_image(paths[position])))
             except READ_ERRORS as error:
-                failures.append((str(paths[position]), f"{type(error).__name__}: {error}"))
-                report(f"skipped {paths[position]}: {error}")
+                reason = str(error).removeprefix(f"{paths[position]}: ")  # read_image names the file already
+                failures.append((str(paths[position]), reason))
+                report(f"skipped {paths[position]}: {reason}")
         for (position, image), prediction in zip(batch, predictor([image for _, image in batch])):
             name, path = names[position], paths[position]
             save_overlay(draw_prediction(image, prediction, side_by_side=side_by_side, alpha=alpha),

@@ -146,3 +146,14 @@ def test_default_and_plain_drawings_are_identical():
         fast = draw_segmentation(image, segmentation, segments, **options)
         plain = draw_segmentation(image, segmentation, segments, plain=True, **options)
         assert np.array_equal(np.asarray(fast), np.asarray(plain))
+
+
+@pytest.mark.parametrize("thickness", [1, 2, 5, 40])
+def test_boundary_by_counts_equals_the_reference(thickness):
+    from mask2former.visualize import _boundary, _boundary_by_counts
+
+    rng = np.random.default_rng(thickness)
+    for shape in ((37, 53), (1, 9), (9, 1), (2, 2)):
+        segmentation = rng.integers(-1, 4, shape)  # thin stripes and single pixels: A B A patterns everywhere
+        segmentation[: shape[0] // 2] = np.repeat(rng.integers(0, 3, (1, shape[1])), shape[0] // 2, axis=0)
+        assert np.array_equal(_boundary_by_counts(segmentation, thickness), _boundary(segmentation, thickness))

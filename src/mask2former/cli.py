@@ -208,6 +208,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """``mask2former train``: 0 when done; 1 when done but some training files could not be read (named); 2 when it
+    could not run or stopped."""
     from mask2former.train.config import load_train_config
     from mask2former.train.loop import train
 
@@ -220,7 +222,11 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(config, resume=args.resume)
     if result.model_dir is not None:
         print(f"trained {result.step} steps; model written to {result.model_dir}")
-    return 0
+    if result.skipped:
+        print(f"{len(result.skipped)} training file(s) could not be read and were skipped:", file=sys.stderr)
+        for name, reason in result.skipped.items():
+            print(f"  {name}: {reason}", file=sys.stderr)
+    return 1 if result.skipped else 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

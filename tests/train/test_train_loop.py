@@ -107,6 +107,7 @@ def test_unreadable_files_are_skipped_by_name_and_too_many_stop_the_run(syntheti
     assert result.step == 3 and (tmp_path / "tolerant" / "model" / "model.safetensors").is_file()
     records = [json.loads(line) for line in (tmp_path / "tolerant" / "log.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "skipped" and r["file"] == str(broken) for r in records)
+    assert list(result.skipped) == [str(broken)]
     with pytest.raises(loop.TrainingDataError, match=f"1 of 6 training samples could not be read.*{broken.name}"):
         loop.train(_config(data, tmp_path / "strict", max_steps=3))  # default: more than 1% unreadable stops
 

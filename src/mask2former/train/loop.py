@@ -52,6 +52,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     model_dir: Path | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # training files that could not be read -> why
 
 
 @dataclass
@@ -290,6 +291,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
     if progress is not None:
         progress.close()
     result.step = step
+    result.skipped = dict(reads.files)
     if ctx.main and result.model_dir is None:  # resumed after the last step: the loop had nothing to do
         result.model_dir = output_dir / "model"
         model.save_pretrained(result.model_dir)

@@ -292,6 +292,7 @@ def test_bad_input_gives_one_clear_error(case, fx, tmp_path, capsys, monkeypatch
     for needle in case.needles:
         assert needle in err, f"{needle!r} not in stderr:\n{err}"
     assert "Traceback" not in out + err
+    assert "this is unexpected" not in err  # every case here is one we expect, with its own message
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == (1 if case.code == 2 else 0), err
     after = _snapshot(tmp_path)

@@ -397,7 +397,8 @@ def describe_error(error: BaseException) -> str:
                 }.get(error.errno or 0, error.strerror or str(error))
         hint = " (choose a place you can write to)" if error.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC) else ""
         return f"{error.filename}: {what}{hint}."
-    if isinstance(error, (ValueError, OSError, ImportError)):
+    ours = type(error).__module__.startswith("mask2former")  # raised with a message written for the user
+    if ours or isinstance(error, (ValueError, OSError, ImportError)):
         return str(error).strip() or type(error).__name__
     return (f"{type(error).__name__}: {error} -- this is unexpected; rerun with --debug for the traceback and report "
             "it.")

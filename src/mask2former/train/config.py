@@ -137,6 +137,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _one_line(error: Exception) -> str:
+    """A parser's message on one line, without PyYAML's name for the text it was given."""
+    return " ".join(str(error).replace('in "<unicode string>", ', "").split())
+
+
 def _parse_value(text: str) -> Any:
     """``--set`` values: JSON when it parses (numbers, booleans, null, lists, objects), else the plain string."""
     try:
@@ -161,7 +166,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
                 data = yaml.safe_load(text) or {}
         except Exception as error:  # yaml.YAMLError or json.JSONDecodeError: the file, the line, the problem
             raise ValueError(f"{path} is not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: "
-                             f"{' '.join(str(error).split())}") from None
+                             f"{_one_line(error)}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of settings, got {type(data).__name__}.")
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -40,6 +40,9 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop segments that keep less than this share of their mask after overlaps")
     parser.add_argument("--side-by-side", action="store_true", help="put the photo left of the overlay")
     parser.add_argument("--alpha", type=_fraction, default=0.6, help="opacity of the colour fill, 0 to 1")
+    parser.add_argument("--overlay-size", type=_natural, default=2048, metavar="PIXELS",
+                        help="longest side of the overlay PNG; bigger photos are drawn reduced (the segments JSON and "
+                             "COCO files keep the photo's size); 0: the photo's size")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -74,7 +77,7 @@ def run_predict(args: argparse.Namespace) -> int:
             summary = predict_to_folder(
                 predictor, paths, args.output_dir, batch_size=args.batch_size, coco=args.format == "coco",
                 coco_target=target, overwrite=args.overwrite,
-                side_by_side=args.side_by_side, alpha=args.alpha,
+                side_by_side=args.side_by_side, alpha=args.alpha, overlay_max_side=args.overlay_size,
                 progress=not args.no_progress and sys.stderr.isatty(),
                 report=lambda message: print(prefix + message, file=sys.stderr, flush=True))
         except FileExistsError as error:
@@ -303,6 +306,16 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if value != value:
         raise argparse.ArgumentTypeError("must be a number, got nan")
+    return value
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 

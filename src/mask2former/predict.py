@@ -28,6 +28,7 @@ from PIL import Image
 from mask2former.preprocess.read import READ_ERRORS, read_image
 
 TASKS = ("panoptic", "instance", "semantic")
+OVERLAY_MAX_SIDE = 2048  # overlays of bigger photos are drawn reduced (the segments JSON keeps full size)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _GLOB_CHARS = set("*?[")
@@ -273,17 +274,38 @@ class Predictor:
 
 
 def draw_prediction(image: Image.Image, prediction: Prediction, *, side_by_side: bool = False,
-                    alpha: float = 0.6, legend: bool | None = None, plain: bool = False) -> Image.Image:
+                    alpha: float = 0.6, legend: bool | None = None, max_side: int | None = None,
+                    plain: bool = False) -> Image.Image:
     """The overlay picture of a prediction (see :mod:`mask2former.visualize`); semantic maps get a legend by
-    default, panoptic and instance maps captions "label 97%". ``plain``: the whole-image reference painter."""
+    default, panoptic and instance maps captions "label 97%".
+
+    ``max_side``: draw at most this many pixels along the longer side (a photo and its map larger than that are
+    reduced first: the photo with a box filter, the map by nearest pixel); the segments keep their full-size data.
+    ``plain``: the whole-image reference painter."""
     from mask2former.visualize import draw_segmentation, draw_semantic
 
+    segmentation = prediction.segmentation  # (H, W)
+    if max_side and max(image.height, image.width) > max_side:
+        image, segmentation = reduce_for_drawing(image, segmentation, max_side)
     if prediction.task == "semantic":
         id2label = {s["label_id"]: s["label"] for s in prediction.segments}
-        return draw_semantic(image, prediction.segmentation, id2label=id2label, ignore_index=None, alpha=alpha,
+        return draw_semantic(image, segmentation, id2label=id2label, ignore_index=None, alpha=alpha,
                              legend=True if legend is None else legend, side_by_side=side_by_side, plain=plain)
-    return draw_segmentation(image, prediction.segmentation, prediction.segments, alpha=alpha,
+    return draw_segmentation(image, segmentation, prediction.segments, alpha=alpha,
                              legend=bool(legend), side_by_side=side_by_side, plain=plain)
+
+
+def reduce_for_drawing(image: Image.Image, segmentation: np.ndarray,
+                       max_side: int) -> tuple[Image.Image, np.ndarray]:
+    """The photo and its (H, W) map at most ``max_side`` pixels along the longer side, same aspect: the photo box-
+    filtered, the map sampled at each reduced pixel's centre (ids stay ids)."""
+    height, width = segmentation.shape
+    scale = max_side / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    photo = image.resize((new_w, new_h), Image.Resampling.BOX)
+    rows = np.minimum(((np.arange(new_h) + 0.5) * height / new_h).astype(np.int64), height - 1)  # (h,)
+    cols = np.minimum(((np.arange(new_w) + 0.5) * width / new_w).astype(np.int64), width - 1)  # (w,)
+    return photo, segmentation[rows[:, None], cols[None, :]]  # (h, w)
 
 
 def save_overlay(picture: Image.Image, path: Path, *, plain: bool = False) -> None:
@@ -437,13 +459,15 @@ def predict_to_folder(
     overwrite: bool = False,
     side_by_side: bool = False,
     alpha: float = 0.6,
+    overlay_max_side: int | None = OVERLAY_MAX_SIDE,
     progress: bool = False,
     report: Callable[[str], None] | None = None,
 ) -> PredictSummary:
     """Segment image files and write the results under ``output_dir``.
 
-    Per image ``NAME`` (see :func:`output_names`): ``NAME.png`` (overlay) and ``NAME.json`` (image, size, task and
-    :class:`Prediction` segments). With ``coco``: panoptic ``panoptic/NAME.png`` + ``panoptic.json``; instance
+    Per image ``NAME`` (see :func:`output_names`): ``NAME.png`` (overlay, at most ``overlay_max_side`` pixels along
+    its longer side; ``None`` or 0: the photo's size) and ``NAME.json`` (image, size, task and :class:`Prediction`
+    segments, always at the photo's size). With ``coco``: panoptic ``panoptic/NAME.png`` + ``panoptic.json``; instance
     ``instances_results.json`` (COCO results); semantic ``semantic/NAME.png`` (8-bit class ids). ``coco_target``
     sets category and image ids (default: label ids and input positions).
 
@@ -492,8 +516,8 @@ def predict_to_folder(
                 report(f"skipped {paths[position]}: {reason}")
         for (position, image), prediction in zip(batch, predictor([image for _, image in batch])):
             name, path = names[position], paths[position]
-            save_overlay(draw_prediction(image, prediction, side_by_side=side_by_side, alpha=alpha),
-                         output_dir / f"{name}.png")
+            save_overlay(draw_prediction(image, prediction, side_by_side=side_by_side, alpha=alpha,
+                                         max_side=overlay_max_side), output_dir / f"{name}.png")
             # the segmentation is of the picture as shown: turned by its EXIF orientation (1: as stored)
             _write_json(output_dir / f"{name}.json", {"image": str(path), "height": prediction.height,
                                                        "width": prediction.width,

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,30 @@ def backbone_config_from_dict(data: dict[str, Any]) -> BackboneConfig:
         raise ConfigError(f"backbone_config: {err}") from err
 
 
+def _check_types(values: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Raise ``ConfigError`` naming the field whose value has the wrong type (config.json is user-editable)."""
+    from mask2former.field_types import check_field_types
+
+    try:
+        check_field_types(
+            "Mask2Former config", {**values, **kwargs},
+            ints=("feature_size", "mask_feature_size", "hidden_dim", "encoder_feedforward_dim", "encoder_layers",
+                  "decoder_layers", "num_attention_heads", "dim_feedforward", "common_stride", "ignore_value",
+                  "num_queries", "train_num_points", "num_labels"),
+            numbers=("dropout", "no_object_weight", "class_weight", "mask_weight", "dice_weight", "oversample_ratio",
+                     "importance_sample_ratio", "init_std", "init_xavier_std"),
+            bools=("pre_norm", "enforce_input_projection", "use_auxiliary_loss", "use_pretrained_backbone",
+                   "use_timm_backbone"),
+            int_lists=("feature_strides",), strings=("activation_function", "backbone"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for name in ("id2label", "label2id"):
+        if kwargs.get(name) is not None and not isinstance(kwargs[name], Mapping):
+            example = '{"0": "cat", "1": "dog"}' if name == "id2label" else '{"cat": 0, "dog": 1}'
+            raise ConfigError(f"Mask2Former config: {name} must map class ids to names, e.g. {example}, got a "
+                              f"{type(kwargs[name]).__name__}.")
+
+
 # Keys transformers' PretrainedConfig writes for every model; we keep them as plain attributes.
 _COMMON_KEYS = ("output_hidden_states", "output_attentions", "return_dict")
 
@@ -129,6 +154,7 @@ class Mask2FormerConfig:
     ) -> None:
         hidden_dim = kwargs.pop("hidden_size", hidden_dim)
         decoder_layers = kwargs.pop("num_hidden_layers", decoder_layers)
+        _check_types(locals(), kwargs)
         self.backbone = backbone
         self.use_pretrained_backbone = use_pretrained_backbone
         self.use_timm_backbone = use_timm_backbone
@@ -251,7 +277,10 @@ class Mask2FormerConfig:
             (self.activation_function in _DECODER_ACTIVATIONS,
              f"activation_function={self.activation_function!r} is not one of {', '.join(_DECODER_ACTIVATIONS)}"),
             (len(self.backbone_config.out_indices) == 4,
-             f"the backbone must return 4 feature maps (strides 4..32); backbone_config asks for {outputs}"),
+             f"the backbone must return 4 feature maps (strides 4..32); backbone_config asks for {outputs} (a "
+             "backbone config alone returns only its last stage): pass out_features=['stage1', 'stage2', 'stage3', "
+             f"'stage4'], e.g. {type(self.backbone_config).__name__}(out_features=['stage1', 'stage2', 'stage3', "
+             "'stage4'])"),
             (self.common_stride in (1, 2, 4, 8) and self.common_stride <= min(self.feature_strides),
              f"common_stride={self.common_stride} must be a power of two no larger than the finest feature stride"),
         ]

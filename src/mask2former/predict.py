@@ -18,7 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mask2former.preprocess.read import read_image  # noqa: F401  (the one reader; importable from here too)
+
 TASKS = ("panoptic", "instance", "semantic")
+OVERLAY_MAX_SIDE = 2048  # overlays of bigger photos are drawn reduced (the segments JSON keeps full size)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -35,13 +38,6 @@ def bundled_examples() -> list[Path]:
     """The bundled example images (``mask2former/assets/examples``): held-out synthetic scenes."""
     folder = Path(str(resources.files("mask2former.assets") / "examples"))
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_image(path: Path) -> Image.Image:
-    """An RGB image fully read into memory; raises ``OSError`` / ``ValueError`` for unreadable or corrupt files."""
-    with Image.open(path) as image:
-        image.load()
-        return image.convert("RGB")
 
 
 # -------------------------------------------------------------------------------------------------- predictor
@@ -222,14 +218,41 @@ class Predictor:
 
 
 def draw_prediction(image: Image.Image, prediction: Prediction, *, side_by_side: bool = False,
-                    alpha: float = 0.6, legend: bool | None = None) -> Image.Image:
+                    alpha: float = 0.6, legend: bool | None = None, max_side: int | None = None,
+                    plain: bool = False) -> Image.Image:
     """The overlay picture of a prediction (see :mod:`mask2former.visualize`); semantic maps get a legend by
-    default, panoptic and instance maps captions "label 97%"."""
+    default, panoptic and instance maps captions "label 97%".
+
+    ``max_side``: draw at most this many pixels along the longer side (a photo and its map larger than that are
+    reduced first: the photo with a box filter, the map by nearest pixel); the segments keep their full-size data.
+    ``plain``: the whole-image reference painter."""
     from mask2former.visualize import draw_segmentation, draw_semantic
 
+    segmentation = prediction.segmentation  # (H, W)
+    if max_side and max(image.height, image.width) > max_side:
+        image, segmentation = reduce_for_drawing(image, segmentation, max_side)
     if prediction.task == "semantic":
         id2label = {s["label_id"]: s["label"] for s in prediction.segments}
-        return draw_semantic(image, prediction.segmentation, id2label=id2label, ignore_index=None, alpha=alpha,
-                             legend=True if legend is None else legend, side_by_side=side_by_side)
-    return draw_segmentation(image, prediction.segmentation, prediction.segments, alpha=alpha,
-                             legend=bool(legend), side_by_side=side_by_side)
+        return draw_semantic(image, segmentation, id2label=id2label, ignore_index=None, alpha=alpha,
+                             legend=True if legend is None else legend, side_by_side=side_by_side, plain=plain)
+    return draw_segmentation(image, segmentation, prediction.segments, alpha=alpha,
+                             legend=bool(legend), side_by_side=side_by_side, plain=plain)
+
+
+def reduce_for_drawing(image: Image.Image, segmentation: np.ndarray,
+                       max_side: int) -> tuple[Image.Image, np.ndarray]:
+    """The photo and its (H, W) map at most ``max_side`` pixels along the longer side, same aspect: the photo box-
+    filtered, the map sampled at each reduced pixel's centre (ids stay ids)."""
+    height, width = segmentation.shape
+    scale = max_side / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    photo = image.resize((new_w, new_h), Image.Resampling.BOX)
+    rows = np.minimum(((np.arange(new_h) + 0.5) * height / new_h).astype(np.int64), height - 1)  # (h,)
+    cols = np.minimum(((np.arange(new_w) + 0.5) * width / new_w).astype(np.int64), width - 1)  # (w,)
+    return photo, segmentation[rows[:, None], cols[None, :]]  # (h, w)
+
+
+def save_overlay(picture: Image.Image, path: Path, *, plain: bool = False) -> None:
+    """Write an overlay PNG with fast zlib compression (level 1: a 6000x4000 overlay in a fraction of the time of
+    Pillow's default level 6, for a somewhat larger file); ``plain``: Pillow's default."""
+    picture.save(path, format="PNG", **({} if plain else {"compress_level": 1}))

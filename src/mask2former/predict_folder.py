@@ -23,7 +23,15 @@ import numpy as np
 from PIL import Image
 
 from mask2former import distributed
-from mask2former.predict import IMAGE_SUFFIXES, Prediction, Predictor, draw_prediction, read_image
+from mask2former.predict import (
+    IMAGE_SUFFIXES,
+    OVERLAY_MAX_SIDE,
+    Prediction,
+    Predictor,
+    draw_prediction,
+    save_overlay,
+)
+from mask2former.preprocess.read import READ_ERRORS, read_image
 
 _GLOB_CHARS = set("*?[")
 
@@ -113,7 +121,10 @@ class CocoTarget:
     def from_coco_json(cls, path: str | os.PathLike[str], id2label: Mapping[int, str]) -> "CocoTarget":
         """Match the model's label names to the categories of a COCO (panoptic or instance) JSON, and image file
         names (or stems) to its image ids. Labels with no category of that name are left out of COCO outputs."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}).") from None
         if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
             raise ValueError(f"{path}: not a COCO JSON (no 'categories' list).")
         by_name = {str(c["name"]): int(c["id"]) for c in data["categories"]}
@@ -213,13 +224,15 @@ def predict_to_folder(
     overwrite: bool = False,
     side_by_side: bool = False,
     alpha: float = 0.6,
+    overlay_max_side: int | None = OVERLAY_MAX_SIDE,
     progress: bool = False,
     report: Callable[[str], None] | None = None,
 ) -> PredictSummary:
     """Segment image files and write the results under ``output_dir``.
 
-    Per image ``NAME`` (see :func:`output_names`): ``NAME.png`` (overlay) and ``NAME.json`` (image, size, task and
-    :class:`Prediction` segments). With ``coco``: panoptic ``panoptic/NAME.png`` + ``panoptic.json``; instance
+    Per image ``NAME`` (see :func:`output_names`): ``NAME.png`` (overlay, at most ``overlay_max_side`` pixels along
+    its longer side; ``None`` or 0: the photo's size) and ``NAME.json`` (image, size, task and :class:`Prediction`
+    segments, always at the photo's size). With ``coco``: panoptic ``panoptic/NAME.png`` + ``panoptic.json``; instance
     ``instances_results.json`` (COCO results); semantic ``semantic/NAME.png`` (8-bit class ids). ``coco_target``
     sets category and image ids (default: label ids and input positions).
 
@@ -259,15 +272,19 @@ def predict_to_folder(
         for position in mine[start : start + batch_size]:
             try:
                 batch.append((position, read_image(paths[position])))
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-                failures.append((str(paths[position]), f"{type(error).__name__}: {error}"))
-                report(f"skipped {paths[position]}: cannot read it as an image ({error})")
+            except READ_ERRORS as error:
+                reason = str(error).removeprefix(f"{paths[position]}: ")  # read_image names the file already
+                failures.append((str(paths[position]), reason))
+                report(f"skipped {paths[position]}: {reason}")
         for (position, image), prediction in zip(batch, predictor([image for _, image in batch])):
             name, path = names[position], paths[position]
-            draw_prediction(image, prediction, side_by_side=side_by_side, alpha=alpha).save(output_dir / f"{name}.png")
+            save_overlay(draw_prediction(image, prediction, side_by_side=side_by_side, alpha=alpha,
+                                         max_side=overlay_max_side), output_dir / f"{name}.png")
+            # the segmentation is of the picture as shown: turned by its EXIF orientation (1: as stored)
             _write_json(output_dir / f"{name}.json", {"image": str(path), "height": prediction.height,
-                                                       "width": prediction.width, "task": task,
-                                                       "segments": prediction.segments})
+                                                       "width": prediction.width,
+                                                       "exif_orientation": image.info.get("exif_orientation", 1),
+                                                       "task": task, "segments": prediction.segments})
             summary.written.append(output_dir / f"{name}.png")
             if coco:
                 entries.append((position, _coco_outputs(prediction, path, name, image_ids[position], target,

@@ -19,7 +19,17 @@ from ..postprocess import (  # noqa: F401  (the run-length helpers: importable h
     semantic_segmentation,
 )
 from .batch import affine_coefficients, images_to_batch
-from .inputs import array_to_hwc, image_size, layout_name, per_image, split_batch, to_channels, to_label_map, to_rgb
+from .inputs import (
+    array_to_hwc,
+    image_size,
+    layout_name,
+    per_image,
+    split_batch,
+    to_channels,
+    to_label_map,
+    to_rgb,
+    warn_if_already_rescaled,
+)
 from .resize import as_resample, output_size, resize_labels
 from .steps import SIZE_KEYS as _SIZE_KEYS
 from .steps import normalize, pad, rescale, resize
@@ -193,6 +203,7 @@ class Mask2FormerImageProcessor:
         convert = self.do_convert_rgb if do_convert_rgb is None else do_convert_rgb
         to_array = to_rgb if convert is not False else to_channels
         rgb = [to_array(image, input_data_format) for image in split_batch(images)]
+        warn_if_already_rescaled(rgb, self.do_rescale if do_rescale is None else do_rescale)
         sizes = [image_size(image) for image in rgb]
         maps = self._label_maps(segmentation_maps, sizes, same_size=not do_resize)
         if do_resize:

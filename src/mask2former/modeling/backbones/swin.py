@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mask2former.field_types import check_field_types
 from mask2former.modeling.backbones.base import (
     CheckpointRules,
     FeatureInfo,
@@ -173,6 +174,11 @@ class SwinConfig(StagedBackboneConfig):
     ) -> None:
         num_heads = kwargs.pop("num_attention_heads", num_heads)
         num_layers = kwargs.pop("num_hidden_layers", num_layers)
+        check_field_types("SwinConfig", locals(), ints=("patch_size", "num_channels", "embed_dim",
+                                                                  "window_size", "encoder_stride"),
+                          numbers=("mlp_ratio", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                                   "drop_path_rate", "initializer_range", "layer_norm_eps"),
+                          bools=("qkv_bias", "use_absolute_embeddings"), int_lists=("depths", "num_heads"))
         self.image_size = image_size
         self.patch_size = patch_size
         self.num_channels = num_channels

@@ -42,12 +42,14 @@ def images_to_batch(
 
     Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding.
     """
-    batch = torch.zeros(len(images), 3, *padded_size, dtype=torch.float32)
-    pixel_mask = torch.zeros(len(images), *padded_size, dtype=torch.int64)
+    # NumPy rather than torch for these single passes over memory: NumPy stays on the calling thread
+    values = np.zeros((len(images), 3, *padded_size), dtype=np.float32)  # (B, 3, H_pad, W_pad)
+    mask = np.zeros((len(images), *padded_size), dtype=np.int64)  # (B, H_pad, W_pad)
     scale32, shift32 = scale.numpy().reshape(3, 1, 1), shift.numpy().reshape(3, 1, 1)
     for index, (image, (height, width)) in enumerate(zip(images, sizes)):
         pixels = resize_image(image, height, width, resample).transpose(2, 0, 1)  # (3, h, w) uint8 or float32
-        values = pixels.astype(np.float32) * scale32 + shift32  # (3, h, w) float32
-        batch[index, :, :height, :width] = torch.from_numpy(values)
-        pixel_mask[index, :height, :width] = 1
-    return batch, pixel_mask
+        target = values[index, :, :height, :width]  # (3, h, w) float32
+        np.multiply(pixels, scale32, out=target, casting="unsafe")  # uint8 * float32 computes in float32
+        target += shift32
+        mask[index, :height, :width] = 1
+    return torch.from_numpy(values), torch.from_numpy(mask)

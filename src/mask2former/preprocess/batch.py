@@ -55,17 +55,19 @@ def images_to_batch(
     channels = {pixels.shape[2] for pixels in resized}  # each (h, w, C)
     if len(channels) != 1:
         raise ValueError(f"The images have different channel counts {sorted(channels)}; pass images of one kind.")
+    num_channels = channels.pop()
     keep_uint8 = coefficients is None and all(pixels.dtype == np.uint8 for pixels in resized)
-    dtype = torch.uint8 if keep_uint8 else torch.float32
-    batch = torch.zeros(len(images), channels.pop(), *padded_size, dtype=dtype)
-    pixel_mask = torch.zeros(len(images), *padded_size, dtype=torch.int64)
+    # NumPy rather than torch for these single passes over memory: NumPy stays on the calling thread
+    values = np.zeros((len(images), num_channels, *padded_size), dtype=np.uint8 if keep_uint8 else np.float32)
+    mask = np.zeros((len(images), *padded_size), dtype=np.int64)  # (B, H_pad, W_pad)
     for index, pixels in enumerate(resized):
         height, width = pixels.shape[:2]
-        values = pixels.transpose(2, 0, 1)  # (C, h, w) uint8 or float32
-        if coefficients is not None:
-            scale, shift = (c.numpy().reshape(-1, 1, 1) for c in coefficients)
-            values = values.astype(np.float32) * scale + shift  # (C, h, w) float32
-        values = np.ascontiguousarray(values)
-        batch[index, :, :height, :width] = torch.from_numpy(values if values.flags.writeable else values.copy())
-        pixel_mask[index, :height, :width] = 1
-    return batch, pixel_mask
+        target = values[index, :, :height, :width]  # (C, h, w)
+        if coefficients is None:
+            target[...] = pixels.transpose(2, 0, 1)
+        else:
+            scale, shift = (c.numpy().reshape(-1, 1, 1) for c in coefficients)  # (C, 1, 1) each
+            np.multiply(pixels.transpose(2, 0, 1), scale, out=target, casting="unsafe")  # computed in float32
+            target += shift
+        mask[index, :height, :width] = 1
+    return torch.from_numpy(values), torch.from_numpy(mask)

@@ -145,3 +145,20 @@ def test_onnxruntime_missing_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     with pytest.raises(MissingExtraError, match=r"mask2former\[onnx\]"):
         OnnxRuntimeModel.from_file(tmp_path / "model.onnx")
+
+
+def test_import_does_not_load_the_onnx_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys, mask2former, mask2former.export, mask2former.predict; "
+            "print([m for m in ('onnx', 'onnxruntime', 'onnxscript') if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+
+
+def test_a_missing_execution_provider_is_an_error(tmp_path):
+    from mask2former.export import OnnxRuntimeModel
+
+    with pytest.raises(ValueError, match="NoSuchExecutionProvider.*onnxruntime-gpu"):
+        OnnxRuntimeModel.from_file(tmp_path / "model.onnx", providers=["NoSuchExecutionProvider"])

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from helpers import tiny_config_kwargs
 
-from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerForUniversalSegmentationOutput
+from mask2former import (
+    Mask2FormerConfig,
+    Mask2FormerForUniversalSegmentation,
+    Mask2FormerForUniversalSegmentationOutput,
+)
 from mask2former.export.onnx import example_size
 
 
@@ -17,7 +23,13 @@ def _model() -> Mask2FormerForUniversalSegmentation:
         backbone={"depths": [1, 1, 1, 1]}, encoder_layers=1, decoder_layers=3))).eval()
 
 
-@pytest.mark.parametrize("strict", [False, pytest.param(True, marks=pytest.mark.slow)])
+STRICT = pytest.param(True, marks=[pytest.mark.slow, pytest.mark.skipif(
+    not os.environ.get("MASK2FORMER_TEST_STRICT_EXPORT"),
+    reason="opt-in (set MASK2FORMER_TEST_STRICT_EXPORT=1): the strict trace alone takes minutes on 2 cores "
+           "(215 s under load, passed; docs/export.md)")])
+
+
+@pytest.mark.parametrize("strict", [False, STRICT])
 def test_torch_export_with_default_outputs_equals_eager(strict):
     model = _model()
     dynamic = torch.export.Dim.DYNAMIC

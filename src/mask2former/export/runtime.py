@@ -53,10 +53,15 @@ class OnnxRuntimeModel:
         """A session on the ONNX file ``path``. ``providers``: ONNX Runtime execution providers, default CPU only;
         ``threads``: intra-op threads (default: ONNX Runtime's choice)."""
         ort = require("onnxruntime", "onnx", "Running an exported model")
+        providers = list(providers or ["CPUExecutionProvider"])
+        missing = [name for name in providers if name not in ort.get_available_providers()]
+        if missing:
+            raise ValueError(f"onnxruntime {ort.__version__} has no {', '.join(missing)} (it has "
+                             f"{', '.join(ort.get_available_providers())}); for CUDA: pip install onnxruntime-gpu.")
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+        session = ort.InferenceSession(str(path), options, providers=providers)
         return cls(session, config)
 
     @classmethod

@@ -7,8 +7,9 @@ tokens at a time it is a few megabytes that stay in cache and are reused: the pi
 faster on 2 cores. Every row goes through the same products as in one call, and on this CPU's MKL the results are
 bit-identical (tested).
 
-Only on the fast paths (:mod:`.fast_paths`), where nothing records gradients (``torch.no_grad`` or ``torch.inference_mode``), on CPU, and not while
-``torch.compile`` traces (it fuses the block its own way): a GPU runs the whole block in one launch per layer.
+Only on the fast paths (:mod:`.fast_paths`), where nothing records gradients (``torch.no_grad`` or
+``torch.inference_mode``), on CPU, and not while ``torch.compile`` traces (it fuses the block its own way): a GPU runs
+the whole block in one launch per layer.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ ROWS = 1024  # tokens per slab: a (1024, 1024) float32 intermediate is 4 MB
 
 
 def slabs_pay(x: Tensor, rows: int = ROWS) -> bool:
-    """Whether :func:`by_slabs` would cut ``x`` (..., C): fast paths on (:mod:`.fast_paths`), CPU, no gradient recording, not compiling, > ``rows``
-    tokens."""
+    """Whether :func:`by_slabs` would cut ``x`` (..., C): fast paths on (:mod:`.fast_paths`), CPU, no gradient
+    recording, not compiling, > ``rows`` tokens."""
     return (
         use_fast_paths()
         and x.device.type == "cpu"

@@ -268,7 +268,7 @@ class WindowSelfAttention(nn.Module):
             if not use_fast_paths() or B > 1:  # one copy per image (an exported graph copies for any B)
                 mask = mask.repeat(B, 1, 1, 1)  # (B*nW, nh, N, N)
         dropout = self.attention_dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout)  # (B*nW, nh, N, hs)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout)  # (B*nW,nh,N,hs)
         return out.transpose(1, 2).reshape(B, nW, N, C)  # (B, nW, N, C)
 
 

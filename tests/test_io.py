@@ -10,7 +10,7 @@ from helpers import randomize_, tiny_config_kwargs
 
 from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 from mask2former.io.checkpoint import CheckpointMismatchError
-from mask2former.io.hub import CheckpointNotFoundError
+from mask2former.hub import CheckpointNotFoundError
 
 
 @pytest.fixture(scope="module")

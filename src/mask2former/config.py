@@ -362,7 +362,7 @@ class Mask2FormerConfig:
         the names of ``ATTRIBUTE_MAP``). Other keywords are not fields: as in transformers they change nothing and
         are returned with ``return_unused_kwargs=True`` as ``(config, unused)``; without it a warning names them.
         """
-        from mask2former.io.hub import resolve_file
+        from mask2former.hub import resolve_file
 
         source = Path(pretrained_model_name_or_path)
         if source.is_file():

@@ -22,7 +22,7 @@ from mask2former.modeling.builder import (
     build_pixel_decoder,
     build_transformer_decoder,
 )
-from mask2former.modeling.checkpointing import GradientCheckpointingMixin
+from mask2former.modeling.recompute import GradientCheckpointingMixin
 from mask2former.modeling.outputs import (
     Mask2FormerForUniversalSegmentationOutput,
     Mask2FormerModelOutput,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mask2former.modeling.checkpointing import call_layer
+from mask2former.modeling.recompute import call_layer
 from mask2former.modeling.position_encoding import sine_position_embedding
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}

@@ -426,7 +426,7 @@ class Mask2FormerImageProcessor:
         if path.is_file():
             config_file = path
         else:
-            from ..io.hub import resolve_file  # lazy: huggingface_hub is only needed for hub ids
+            from ..hub import resolve_file  # lazy: huggingface_hub is only needed for hub ids
 
             config_file = resolve_file(path_or_hub_id, PREPROCESSOR_CONFIG_NAME, **hub_kwargs)
         with open(config_file, encoding="utf-8") as handle:

@@ -8,7 +8,6 @@ created here from torchrun's environment (NCCL on GPUs, gloo on CPU). Step ``s``
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -20,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mask2former.distributed import Processes, device_for, join, leave, mean_over_processes
 from mask2former.train.config import TrainConfig
 from mask2former.train.data import EpochIndexed, StepSampler, build_dataset, build_train_transform, collate
 from mask2former.train.optim import build_optimizer, build_scheduler
@@ -41,39 +41,6 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     model_dir: Path | None = None
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_choice: str) -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    owns = False
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device_choice != "cpu"
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        owns = True
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
-
-
-def _device(choice: str, ctx: _Dist) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda was asked for, but this machine has no CUDA device; use device=cpu.")
-        torch.cuda.set_device(ctx.local_rank)
-        return torch.device("cuda", ctx.local_rank)
-    return torch.device("cpu")
 
 
 def build_model(config: TrainConfig, id2label: dict[int, str]):
@@ -103,27 +70,18 @@ def _log(path: Path | None, record: dict[str, Any]) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
-def _mean_over_processes(value: torch.Tensor, ctx: _Dist) -> float:
-    if ctx.world_size > 1:
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        value /= ctx.world_size
-    return float(value)
-
-
 def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Run (or resume) the training described by ``config``; returns when ``config.max_steps`` steps are done."""
     if config.train_data is None:
         raise ValueError("train_data is not set: give the training images and annotations (see docs/training.md).")
-    ctx = _setup_distributed(config.device)
+    ctx = join(config.device)
     try:
         return _train(config, ctx, resume)
     finally:
-        if ctx.owns_group:
-            dist.destroy_process_group()
+        leave(ctx)
 
 
-def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
+def _train(config: TrainConfig, ctx: Processes, resume: bool) -> TrainResult:
     output_dir = Path(config.output_dir)
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None and not resume:
@@ -131,7 +89,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
             f"{output_dir} already holds a training run ({checkpoint.name}); pass --resume to continue it, or choose "
             "another --output-dir. Nothing was overwritten."
         )
-    device = _device(config.device, ctx)
+    device = device_for(config.device, ctx)
     torch.manual_seed(config.seed)  # the same initial weights in every process
     dataset = build_dataset(config.train_data, build_train_transform(config), seed=config.seed)
     model = build_model(config, dataset.id2label).to(device).train()
@@ -207,7 +165,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
         scheduler.step()
         step += 1
 
-        loss_value = _mean_over_processes(total, ctx)
+        loss_value = mean_over_processes(total, ctx)
         result.losses.append(loss_value)
         if step % config.log_every == 0 or step == config.max_steps:
             record = {"step": step, "loss": loss_value, **terms, "grad_norm": float(grad_norm),
@@ -242,7 +200,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
     return result
 
 
-def _checkpoint(output_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any, ctx: _Dist,
+def _checkpoint(output_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any, ctx: Processes,
                 keep: int) -> None:
     """Every process contributes its RNG state; the main process writes the checkpoint; all wait for it."""
     states = [rng_state()]
@@ -255,7 +213,7 @@ def _checkpoint(output_dir: Path, step: int, model: Any, optimizer: Any, schedul
         dist.barrier()
 
 
-def _evaluate(model: Any, config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, Any]:
+def _evaluate(model: Any, config: TrainConfig, ctx: Processes, device: torch.device) -> dict[str, Any]:
     from mask2former.eval.evaluate import evaluate_model
 
     dataset = build_dataset(config.val_data)  # type: ignore[arg-type]
@@ -283,7 +241,7 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return out
 
 
-def _progress(config: TrainConfig, ctx: _Dist, start: int):
+def _progress(config: TrainConfig, ctx: Processes, start: int):
     if not (config.progress and ctx.main and sys.stderr.isatty()):
         return None
     try:

@@ -145,7 +145,7 @@ class BackboneConfig:
         """This backbone's config from a ``config.json`` (a file, a directory or a hub id, as for
         ``Mask2FormerConfig.from_pretrained``): a backbone checkpoint's own, or the ``backbone_config`` of a
         Mask2Former checkpoint. ``overrides`` replace fields."""
-        from mask2former.io.hub import resolve_file  # lazy: only hub ids need huggingface_hub
+        from mask2former.hub import resolve_file  # lazy: only hub ids need huggingface_hub
 
         source = Path(pretrained_model_name_or_path)
         path = source if source.is_file() else resolve_file(

@@ -1,7 +1,8 @@
 """Find a checkpoint file in a local directory or download it from the Hugging Face hub.
 
 ``huggingface_hub`` is imported only when a hub id is actually used, so local use needs nothing beyond the core
-dependencies.
+dependencies. It sits at the top of the package, under ``config`` and ``io`` alike: both read files through it, and
+``io`` depends on ``config``, never the reverse.
 """
 
 from __future__ import annotations

@@ -156,6 +156,15 @@ def test_sizes_and_size_divisor(setting, size_divisor):
     assert_same(*both(images, init=init, return_tensors="pt"), "pt")
 
 
+def test_shortest_edge_alone():
+    """transformers' Pillow backend needs a longest_edge with shortest_edge; ours resizes the short side alone."""
+    image = make_image(30, 45, seed=5)
+    with pytest.raises(ValueError, match="longest_edge"):
+        HFProcessor(size=48)(image)
+    out = Mask2FormerImageProcessor(size=48, size_divisor=0)(image, return_tensors="pt")
+    assert out["pixel_values"].shape == (1, 3, 48, 72)
+
+
 def test_size_given_at_call_time():
     images = [make_image(*SIZES[0], seed=5), make_image(*SIZES[1], seed=6)]
     assert_same(*both(images, size={"height": 40, "width": 56}, size_divisor=16, return_tensors="pt"), "pt")

@@ -14,7 +14,8 @@ Sections (each prints its own table; a section that fails prints its error and t
 - ``half``: the bundled demo model (trained), panoptic maps in bf16 and fp16 against fp32 on the bundled examples.
 - ``training``: one training step (forward, loss, backward, AdamW) of Swin-T at 2x384x384 with bf16 autocast:
   time and peak memory of ours (embedding-bag deformable sampling and ``grid_sample``) and of transformers.
-- ``onnx``: onnxruntime's CUDA provider on an exported Swin-T, when ``mask2former.export`` and onnxruntime exist.
+- ``onnx``: Swin-T exported to ONNX (fp32 and fp16) in onnxruntime's CUDA provider against our PyTorch forward:
+  export seconds, file size, images/s, ratio, agreement; skipped when onnxruntime has no CUDA provider.
 
 Sections run while ``--budget`` seconds last; the rest are listed as skipped.
 """
@@ -355,21 +356,54 @@ def profile_section(args: argparse.Namespace) -> None:
 
 
 def onnx_section(args: argparse.Namespace) -> None:
+    """Swin-T exported by ``mask2former export`` (fp32 and fp16), run by onnxruntime's CUDA provider, against our
+    PyTorch forward on the same weights (fp32; fp16 autocast for the fp16 file), batch 1 at --height x --width. The
+    onnxruntime times include copying the input in and the logits out (what ``OnnxRuntimeModel`` hands back)."""
     try:
         import onnxruntime
-        from mask2former import export  # noqa: F401
+
+        from mask2former.export import OnnxRuntimeModel, export_directory
     except ImportError as error:
         print(f"\n## onnx: skipped ({error})")
         return
-    if DEVICE.type == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        print(f"\n## onnx: skipped (onnxruntime {onnxruntime.__version__} has no CUDAExecutionProvider: "
-              f"{onnxruntime.get_available_providers()})")
+    provider = "CUDAExecutionProvider" if DEVICE.type == "cuda" else "CPUExecutionProvider"
+    if provider not in onnxruntime.get_available_providers():
+        print(f"\n## onnx: skipped (onnxruntime {onnxruntime.__version__} has no {provider}: "
+              f"{onnxruntime.get_available_providers()}; pip install onnxruntime-gpu)")
         return
-    run_onnx = getattr(export, "gpu_check", None)
-    if run_onnx is None:
-        print("\n## onnx: skipped (mask2former.export has no gpu_check yet)")
-        return
-    run_onnx(args)
+    from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+    from common import config_kwargs
+
+    print(f"\n## onnx: onnxruntime {onnxruntime.__version__} {provider} vs ours, swin-tiny, batch 1, "
+          f"{args.height}x{args.width}")
+    print(f"{'dtype':5} {'export s':>8} {'MB':>6} {'ort img/s':>9} {'ours img/s':>10} {'ort/ours':>8}  max |d| vs ours "
+          "(masks, classes)")
+    torch.manual_seed(0)
+    model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**config_kwargs("swin-tiny"))).eval()
+    pixel_values = torch.randn(1, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
+    for name in ("fp32", "fp16"):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            directory, _, _ = export_directory(model, Path(tmp) / "onnx", dtype=name, check=False)
+            export_s = time.perf_counter() - start
+            size_mb = (directory / "model.onnx").stat().st_size / 1e6
+            runtime = OnnxRuntimeModel.from_pretrained(directory, providers=[provider, "CPUExecutionProvider"])
+            model.to(DEVICE)
+            device_input = pixel_values.to(DEVICE)
+
+            def ours(dtype=DTYPES[name]):
+                with torch.inference_mode(), autocast(dtype):
+                    return model(device_input)
+
+            got, expected = runtime(pixel_values), ours()
+            times = interleaved_times({"ort": lambda: runtime(pixel_values), "ours": ours}, repeat=args.repeat)
+            ort_s, ours_s = statistics.median(times["ort"]), statistics.median(times["ours"])
+            print(f"{name:5} {export_s:8.0f} {size_mb:6.0f} {1 / ort_s:9.2f} {1 / ours_s:10.2f} {ours_s / ort_s:8.2f}  "
+                  f"{max_diff(got.masks_queries_logits, expected.masks_queries_logits.float().cpu()):.1e}, "
+                  f"{max_diff(got.class_queries_logits, expected.class_queries_logits.float().cpu()):.1e}",
+                  flush=True)
+            model.to("cpu")
+            del runtime
 
 
 # ---------------------------------------------------------------------------------------------------------- main

@@ -13,17 +13,9 @@ from PIL import Image
 
 from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 from mask2former.data import read_label_png, read_panoptic_png
-from mask2former.predict import (
-    CocoTarget,
-    InputError,
-    Predictor,
-    bundled_examples,
-    collect_images,
-    demo_model_dir,
-    output_names,
-    predict_to_folder,
-)
 from mask2former.postprocess import rle
+from mask2former.predict import Predictor, bundled_examples, demo_model_dir
+from mask2former.predict_folder import CocoTarget, InputError, collect_images, output_names, predict_to_folder
 from mask2former.preprocess import Mask2FormerImageProcessor
 
 LABELS = {0: "circle", 1: "square", 2: "sky"}

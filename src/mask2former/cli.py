@@ -1,5 +1,5 @@
-"""Command line: ``mask2former demo | predict | serve | train | evaluate | convert``; the only module that reads
-argv. Every failure is one ``error:`` line on stderr (``--debug`` adds the traceback); see :func:`main`."""
+"""Command line: ``mask2former demo | predict | serve | train | evaluate | convert | export``; the only module that
+reads argv. Every failure is one ``error:`` line on stderr (``--debug`` adds the traceback); see :func:`main`."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from mask2former.cli_convert import add_convert_parser, run_convert
+from mask2former.cli_export import add_export_parser, run_export
 
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="image files, folders (the images directly inside) or glob patterns ('data/**/*.jpg'); "
                              "none: the bundled example images")
-    parser.add_argument("--model", help="model directory or hub id; default: the bundled demo model")
+    parser.add_argument("--model", help="model directory or hub id, or a directory written by 'mask2former export' "
+                                        "(runs in onnxruntime); default: the bundled demo model")
     parser.add_argument("--task", choices=["panoptic", "instance", "semantic"], default="panoptic",
                         help="which segmentation to produce")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/predict"), help="where results are written")
@@ -50,8 +52,9 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """``mask2former predict``: 0 when every image was segmented, 1 when some could not be read, 2 for bad inputs
     or outputs that exist. Under torchrun every process runs this on its share of the images."""
-    from mask2former.predict import CocoTarget, Predictor, bundled_examples, collect_images, predict_to_folder
-    from mask2former.train.loop import _setup_distributed
+    from mask2former import distributed
+    from mask2former.predict import Predictor, bundled_examples
+    from mask2former.predict_folder import CocoTarget, collect_images, predict_to_folder
 
     paths = collect_images(args.inputs) if args.inputs else bundled_examples()
     _check_writable(args.output_dir, "--output-dir")  # before the model runs, not after
@@ -62,7 +65,7 @@ def run_predict(args: argparse.Namespace) -> int:
         print("error: --device cuda was asked for, but this machine has no CUDA device; use --device cpu.",
               file=sys.stderr)
         return 2
-    ctx = _setup_distributed(args.device)
+    ctx = distributed.join(args.device)
     try:
         device = args.device
         if ctx.world_size > 1 and args.device != "cpu" and _cuda():
@@ -85,10 +88,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 print(f"error: {error}", file=sys.stderr)
             return 2
     finally:
-        if ctx.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        distributed.leave(ctx)
     if ctx.main:
         _print_summary(summary)
     return 0 if summary.ok else 1
@@ -375,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", help="cpu or cuda (--model); default: CUDA when there is one")
     evaluate.add_argument("--output", type=Path, help="write the metrics as JSON here")
     add_convert_parser(commands, [debug])
+    add_export_parser(commands, [debug])
     return parser
 
 
@@ -434,6 +435,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_train(args)
     if args.command == "convert":
         return run_convert(args)
+    if args.command == "export":
+        return run_export(args)
     return run_evaluate(args)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,15 +100,21 @@ def _check_types(values: dict[str, Any], kwargs: dict[str, Any]) -> None:
 # Keys transformers' PretrainedConfig writes for every model; we keep them as plain attributes.
 _COMMON_KEYS = ("output_hidden_states", "output_attentions", "return_dict")
 
+# transformers' generic names for two fields (its ``attribute_map``): read, written and accepted as arguments.
+ATTRIBUTE_MAP = {"hidden_size": "hidden_dim", "num_hidden_layers": "decoder_layers"}
+
 
 class Mask2FormerConfig:
     """Every hyper-parameter of a Mask2Former model, with transformers' names and defaults.
 
     ``num_labels``/``id2label``/``label2id`` describe the classes (the class head predicts ``num_labels + 1`` logits,
-    the last one being "no object"). Unknown keyword arguments are stored and written back unchanged.
+    the last one being "no object"). Unknown keyword arguments are stored in ``extra``, read as attributes and
+    written back unchanged. ``hidden_size`` and ``num_hidden_layers`` are other names of ``hidden_dim`` and
+    ``decoder_layers`` (``ATTRIBUTE_MAP``), as in transformers.
     """
 
     model_type = "mask2former"
+    attribute_map = ATTRIBUTE_MAP
 
     def __init__(
         self,
@@ -145,6 +152,8 @@ class Mask2FormerConfig:
         backbone_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        hidden_dim = kwargs.pop("hidden_size", hidden_dim)
+        decoder_layers = kwargs.pop("num_hidden_layers", decoder_layers)
         _check_types(locals(), kwargs)
         self.backbone = backbone
         self.use_pretrained_backbone = use_pretrained_backbone
@@ -215,6 +224,31 @@ class Mask2FormerConfig:
         if value != self.num_labels:
             self.id2label = {i: f"LABEL_{i}" for i in range(value)}
             self.label2id = {name: i for i, name in self.id2label.items()}
+
+    @property
+    def hidden_size(self) -> int:
+        """Another name of ``hidden_dim`` (transformers' ``attribute_map``)."""
+        return self.hidden_dim
+
+    @hidden_size.setter
+    def hidden_size(self, value: int) -> None:
+        self.hidden_dim = value
+
+    @property
+    def num_hidden_layers(self) -> int:
+        """Another name of ``decoder_layers`` (transformers' ``attribute_map``)."""
+        return self.decoder_layers
+
+    @num_hidden_layers.setter
+    def num_hidden_layers(self, value: int) -> None:
+        self.decoder_layers = value
+
+    def __getattr__(self, name: str) -> Any:
+        """Keys of ``extra`` (unknown config.json keys, unknown arguments) read as attributes, as in transformers."""
+        extra = self.__dict__.get("extra")
+        if extra is not None and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     # --- construction helpers -----------------------------------------------------------------------------------
 
@@ -347,10 +381,17 @@ class Mask2FormerConfig:
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
+        subfolder: str = "",
+        return_unused_kwargs: bool = False,
         **overrides: Any,
-    ) -> Mask2FormerConfig:
-        """Read ``config.json`` from a directory, a file path, or a hub repository id."""
-        from mask2former.io.hub import resolve_file
+    ) -> Mask2FormerConfig | tuple[Mask2FormerConfig, dict[str, Any]]:
+        """Read ``config.json`` from a directory, a file path, or a hub repository id (``subfolder``: inside it).
+
+        ``overrides`` set fields that the config has (also keys of the file that this library does not use, and
+        the names of ``ATTRIBUTE_MAP``). Other keywords are not fields: as in transformers they change nothing and
+        are returned with ``return_unused_kwargs=True`` as ``(config, unused)``; without it a warning names them.
+        """
+        from mask2former.hub import resolve_file
 
         source = Path(pretrained_model_name_or_path)
         if source.is_file():
@@ -363,16 +404,31 @@ class Mask2FormerConfig:
                 cache_dir=cache_dir,
                 local_files_only=local_files_only,
                 token=token,
+                subfolder=subfolder,
             )
         config = cls.from_json_file(path)
-        for key, value in overrides.items():
-            if key == "num_labels":
-                config.num_labels = value
-            elif hasattr(config, key):
-                setattr(config, key, value)
-            else:
-                config.extra[key] = value
+        unused = config.update_fields(overrides)
+        if return_unused_kwargs:
+            return config, unused
+        if unused:
+            warnings.warn(f"Mask2FormerConfig.from_pretrained ignored keywords that are not config fields: "
+                          f"{sorted(unused)}.", stacklevel=2)
         return config
+
+    def update_fields(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Set the fields (attributes, ``extra`` keys, ``ATTRIBUTE_MAP`` names) named in ``values``; return the
+        entries that name no field, unchanged."""
+        unused = {}
+        for key, value in values.items():
+            if key == "num_labels":
+                self.num_labels = value
+            elif key in self.extra:
+                self.extra[key] = value
+            elif hasattr(self, key):
+                setattr(self, key, value)
+            else:
+                unused[key] = value
+        return unused
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mask2FormerConfig) and self.to_dict() == other.to_dict()

@@ -13,7 +13,7 @@ from types import ModuleType
 EXTRAS = {
     "hub": "huggingface_hub",
     "coco": "pycocotools",
-    "onnx": "onnx and onnxruntime",
+    "onnx": "onnx, onnxruntime and onnxscript",
     "serve": "starlette, uvicorn and python-multipart",
 }
 

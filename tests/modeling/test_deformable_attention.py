@@ -13,6 +13,7 @@ from mask2former.modeling.deformable_attention import (
     softmax_short_rows,
     weighted_row_sums,
 )
+from mask2former.modeling.fast_paths import exportable
 
 SPATIAL_SHAPES = [(3, 5), (2, 3), (1, 2)]
 
@@ -160,8 +161,8 @@ def test_module_switches_between_fast_path_and_reference(per_level_reference):
     upstream = torch.randn(2, seq_len, 16, dtype=torch.float64)
 
     def run(use_reference: bool):
-        attn.use_reference_kernel = use_reference
-        out, weights = attn(hidden, position, reference, SPATIAL_SHAPES)
+        with exportable(use_reference):
+            out, weights = attn(hidden, position, reference, SPATIAL_SHAPES)
         grads = torch.autograd.grad((out * upstream).sum(), [hidden, reference, *attn.parameters()])
         return out, weights, grads
 

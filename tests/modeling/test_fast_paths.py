@@ -137,3 +137,28 @@ def test_cuda_mixed_precision_training_step(dtype):
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing[:5]
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 157, 221), (1, 3, 61, 93)])
+def test_fast_paths_equal_the_plain_code_of_exportable(shape, monkeypatch):
+    """The whole model with every fast path (gathers, slabs, in-place sums, the embedding-bag sampler, q/k/v before
+    windows) against the plain code that exports run (pad/roll windows, grid_sample): same outputs, and exportable()
+    restores the fast paths when it ends."""
+    import mask2former.modeling.pixel_decoder as pixel_decoder
+    from mask2former.modeling.fast_paths import exportable, use_fast_paths
+
+    monkeypatch.setattr(pixel_decoder, "_LAYER_SLAB_TOKENS", 256)  # encoder slabs even on these small maps
+    torch.manual_seed(0)
+    model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**tiny_config_kwargs())).eval()
+    pixel_values = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        fast = model(pixel_values, output_auxiliary_logits=True)
+        with exportable():
+            assert not use_fast_paths()
+            plain = model(pixel_values, output_auxiliary_logits=True)
+        assert use_fast_paths()
+    for key in ("masks_queries_logits", "class_queries_logits"):
+        torch.testing.assert_close(getattr(fast, key), getattr(plain, key), rtol=0, atol=1e-4)
+    for fast_aux, plain_aux in zip(fast.auxiliary_logits, plain.auxiliary_logits, strict=True):
+        torch.testing.assert_close(fast_aux["class_queries_logits"], plain_aux["class_queries_logits"], rtol=0,
+                                   atol=1e-4)

@@ -7,7 +7,7 @@ tokens at a time it is a few megabytes that stay in cache and are reused: the pi
 faster on 2 cores. Every row goes through the same products as in one call, and on this CPU's MKL the results are
 bit-identical (tested).
 
-Only where nothing records gradients (``torch.no_grad`` or ``torch.inference_mode``), on CPU, and not while
+Only on the fast paths (:mod:`.fast_paths`), where nothing records gradients (``torch.no_grad`` or ``torch.inference_mode``), on CPU, and not while
 ``torch.compile`` traces (it fuses the block its own way): a GPU runs the whole block in one launch per layer.
 """
 
@@ -18,14 +18,17 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .fast_paths import use_fast_paths
+
 ROWS = 1024  # tokens per slab: a (1024, 1024) float32 intermediate is 4 MB
 
 
 def slabs_pay(x: Tensor, rows: int = ROWS) -> bool:
-    """Whether :func:`by_slabs` would cut ``x`` (..., C): CPU, no gradient recording, not compiling, > ``rows``
+    """Whether :func:`by_slabs` would cut ``x`` (..., C): fast paths on (:mod:`.fast_paths`), CPU, no gradient recording, not compiling, > ``rows``
     tokens."""
     return (
-        x.device.type == "cpu"
+        use_fast_paths()
+        and x.device.type == "cpu"
         and not torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
         and x.numel() > rows * x.shape[-1]

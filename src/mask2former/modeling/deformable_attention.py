@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_paths import use_fast_paths
+
 
 def small_constant(values: Sequence, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``torch.tensor(values, device=device, dtype=dtype)`` for a handful of numbers (per-level sizes, offsets).
@@ -272,11 +274,10 @@ class MultiScaleDeformableAttention(nn.Module):
     around its reference point, plus one softmax weight per sampled point (normalised over levels x points).
     Offsets are in pixels of the level they sample: they are divided by that level's (W, H).
 
-    The sampling runs :func:`multi_scale_deformable_attention_fast`; set ``use_reference_kernel = True`` on a module
-    (or on the class) to run the ``grid_sample`` reference instead.
+    One computation, :meth:`values` then :meth:`attend`; only the sampler differs: the gather of
+    :func:`sample_table` when :func:`~mask2former.modeling.fast_paths.use_fast_paths`, otherwise the ``grid_sample``
+    reference :func:`multi_scale_deformable_attention` (inside ``exportable()`` and while exporting).
     """
-
-    use_reference_kernel: bool = False
 
     def __init__(self, *, embed_dim: int, num_heads: int, num_levels: int, num_points: int) -> None:
         super().__init__()
@@ -332,62 +333,60 @@ class MultiScaleDeformableAttention(nn.Module):
         Returns:
             The output (B, S, D) and the attention weights (B, S, nh, L, P).
         """
-        batch, seq_len, _ = hidden_states.shape
-        nh, nl, npt = self.num_heads, self.num_levels, self.num_points
-        if len(spatial_shapes) != nl:
-            raise ValueError(f"expected {nl} levels, got spatial_shapes {list(spatial_shapes)}")
+        if len(spatial_shapes) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} levels, got spatial_shapes {list(spatial_shapes)}")
         queries = hidden_states if position_embeddings is None else hidden_states + position_embeddings  # (B, S, D)
-        if not self.use_reference_kernel:
-            return self.attend(queries, reference_points, self.values(hidden_states, spatial_shapes))
+        return self.attend(queries, reference_points, self.values(hidden_states, spatial_shapes))
 
-        value = self.value_proj(hidden_states).view(batch, seq_len, nh, self.embed_dim // nh)  # (B, S, nh, hd)
-        weights = self._weights(queries)  # (B, S, nh, L*P), float32
-        offsets = self.sampling_offsets(queries).view(batch, seq_len, nh, nl, npt, 2)  # (B, S, nh, L, P, 2)
-        # (W, H) of each level turns pixel offsets into normalised ones
-        level_sizes = small_constant(
-            [(width, height) for height, width in spatial_shapes], dtype=offsets.dtype, device=offsets.device
-        )  # (L, 2)
-        locations = (
-            reference_points[:, :, None, :, None, :]  # (B or 1, S, 1, L or 1, 1, 2)
-            + offsets / level_sizes[None, None, None, :, None, :]
-        )  # (B, S, nh, L, P, 2)
-        weights = weights.view(batch, seq_len, nh, nl, npt)
-        output = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)  # (B, S, D)
-        return self.output_proj(output), weights
-
-    def values(self, hidden_states: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]]) -> ValueTable:
-        """The projected values of ``hidden_states`` (B, S, D) as the table :meth:`attend` samples."""
+    def values(self, hidden_states: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]]) -> Values:
+        """The projected values of ``hidden_states`` (B, S, D), in the form :meth:`attend` samples: a
+        :class:`ValueTable` on the fast path, the (B, S, nh, hd) values with their level sizes otherwise."""
         batch, seq_len, _ = hidden_states.shape
-        value = self.value_proj(hidden_states)  # (B, S, D)
-        return value_table(value.view(batch, seq_len, self.num_heads, self.embed_dim // self.num_heads), spatial_shapes)
+        value = self.value_proj(hidden_states).view(batch, seq_len, self.num_heads, self.embed_dim // self.num_heads)
+        if use_fast_paths():
+            return value_table(value, spatial_shapes)
+        return ValueMaps(value, tuple(tuple(shape) for shape in spatial_shapes))
 
-    def attend(self, queries: torch.Tensor, reference_points: torch.Tensor, values: ValueTable
+    def attend(self, queries: torch.Tensor, reference_points: torch.Tensor, values: Values
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Queries (B, Q, D) with their reference points (B or 1, Q, L or 1, 2) sample ``values`` (made once by
         :meth:`values`, so all queries at once or a slab at a time give the same rows): output (B, Q, D) and weights
         (B, Q, nh, L, P)."""
         batch, num_queries, _ = queries.shape
-        weights = self._weights(queries)  # (B, Q, nh, L*P), float32
-        x, y = self._pixel_coordinates(queries, reference_points, values.spatial_shapes)
-        output = sample_table(values, self.num_points, x, y, weights)  # (B, Q, D)
-        weights = weights.view(batch, num_queries, self.num_heads, self.num_levels, self.num_points)
+        nh, nl, npt = self.num_heads, self.num_levels, self.num_points
+        weights = self._weights(queries)  # (B, Q, nh, L*P), at least float32
+        locations, size = self._locations(queries, reference_points, values.spatial_shapes)  # (B, Q, 2*nh*L*P)
+        if isinstance(values, ValueTable):
+            dtype = torch.promote_types(locations.dtype, torch.float32)  # coordinates never in half precision
+            # pixel coordinates of their level, centres at integers, as multi_scale_deformable_attention_fast
+            pixels = torch.addcmul(torch.full((), -0.5, device=queries.device, dtype=dtype), locations.to(dtype),
+                                   size.to(dtype))
+            pixels = pixels.view(batch, num_queries, 2, nh, nl * npt)  # (B, Q, 2, nh, L*P)
+            output = sample_table(values, npt, pixels[:, :, 0], pixels[:, :, 1], weights)  # (B, Q, D)
+        else:
+            locations = locations.view(batch, num_queries, 2, nh, nl, npt).permute(0, 1, 3, 4, 5, 2)  # (B,Q,nh,L,P,2)
+            output = multi_scale_deformable_attention(
+                values.value, values.spatial_shapes, locations.to(values.value.dtype),
+                weights.view(batch, num_queries, nh, nl, npt).to(values.value.dtype),
+            )  # (B, Q, D)
+        weights = weights.view(batch, num_queries, nh, nl, npt)
         return self.output_proj(output), weights
 
     def _weights(self, queries: torch.Tensor) -> torch.Tensor:
-        """Softmax over each head's L*P points: (B, Q, D) -> (B, Q, nh, L*P), float32."""
+        """Softmax over each head's L*P points: (B, Q, D) -> (B, Q, nh, L*P), at least float32."""
         batch, num_queries, _ = queries.shape
         logits = self.attention_weights(queries).view(batch, num_queries, self.num_heads, -1)
-        return softmax_short_rows(logits.float())
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return softmax_short_rows(logits) if use_fast_paths() else logits.softmax(dim=-1)
 
-    def _pixel_coordinates(
+    def _locations(
         self, queries: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampling points as pixel coordinates of their level (centres at integers): x, y each (B, S, nh, L*P).
+        """Normalised sampling locations ``reference + offset / (W_l, H_l)``, all x then all y: (B, S, 2*nh*L*P) in
+        (2, nh, L, P) order; and the (W_l, H_l) of every column, (2*nh*L*P,).
 
-        The same arithmetic as the reference path (``reference + offset / (W, H)``, then ``* (W, H) - 0.5`` as in
-        :func:`multi_scale_deformable_attention_fast`), so the rounding matches transformers'; but the rows of
-        ``sampling_offsets`` are taken x-block then y-block, so each coordinate comes out of the projection as a
-        contiguous (B, S, nh*L*P) block and every step is a plain vectorised operation.
+        The rows of ``sampling_offsets`` are taken x-block then y-block, so each coordinate comes out of the
+        projection as a contiguous (B, S, nh*L*P) block and every step is a plain vectorised operation.
         """
         batch, seq_len, _ = queries.shape
         nh, nl, npt = self.num_heads, self.num_levels, self.num_points
@@ -397,17 +396,35 @@ class MultiScaleDeformableAttention(nn.Module):
         offsets = offsets.view(batch, seq_len, 2, nh, nl, npt)  # (B, S, 2, nh, L, P)
         # (W_l, H_l) and the reference point of every output column, materialised over (2, nh, L, P): a broadcast over
         # the short head and point dimensions vectorises poorly on CPU, a contiguous operand of 2*nh*L*P does well.
-        size = small_constant([[w for _, w in spatial_shapes], [h for h, _ in spatial_shapes]], device=queries.device,
-                              dtype=offsets.dtype)[:, None, :, None].expand(2, nh, nl, npt).reshape(2 * count)
+        size = level_sizes(spatial_shapes, device=queries.device, dtype=offsets.dtype)  # (2, L)
+        size = size[:, None, :, None].expand(2, nh, nl, npt).reshape(2 * count)
         reference = reference_points.transpose(2, 3)[:, :, :, None, :, None]  # (B|1, S, 2, 1, L|1, 1)
         reference = reference.expand(-1, -1, 2, nh, nl, npt).reshape(reference.shape[0], seq_len, 2 * count)
-        locations = reference + offsets.view(batch, seq_len, 2 * count) / size  # normalised, as in the reference path
-        dtype = torch.promote_types(locations.dtype, torch.float32)  # coordinates never in half precision
-        pixels = torch.addcmul(torch.full((), -0.5, device=queries.device, dtype=dtype), locations.to(dtype),
-                               size.to(dtype))
-        pixels = pixels.view(batch, seq_len, 2, nh, nl, npt)  # (B, S, 2, nh, L, P)
-        return (pixels[:, :, 0].reshape(batch, seq_len, nh, nl * npt),
-                pixels[:, :, 1].reshape(batch, seq_len, nh, nl * npt))
+        return reference + offsets.view(batch, seq_len, 2 * count) / size, size
+
+
+class ValueMaps(NamedTuple):
+    """The values of every level as they are, for the ``grid_sample`` reference."""
+
+    value: torch.Tensor  # (B, S, nh, hd)
+    spatial_shapes: tuple[tuple[int, int], ...]
+
+
+Values = ValueTable | ValueMaps
+
+
+def level_sizes(spatial_shapes: Sequence[tuple[int, int]], *, device: torch.device, dtype: torch.dtype
+                ) -> torch.Tensor:
+    """(2, L): the widths of the L levels, then their heights.
+
+    On the fast path a :func:`small_constant`; otherwise stacked from the sizes one by one, which is how an exported
+    graph keeps them symbolic (they are the input image's size divided by the level's stride).
+    """
+    if use_fast_paths():
+        return small_constant([[w for _, w in spatial_shapes], [h for h, _ in spatial_shapes]], device=device,
+                              dtype=dtype)
+    sides = [side for index in (1, 0) for side in (shape[index] for shape in spatial_shapes)]
+    return torch.stack([torch.scalar_tensor(side, device=device, dtype=dtype) for side in sides]).view(2, -1)
 
 
 def softmax_short_rows(logits: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,12 @@ class Mask2FormerForUniversalSegmentationOutput(ModelOutput):
     _not_in_tuple = ("loss_dict", "image_sizes", "padded_size")
 
 
+# Registered with torch's pytree (by their type, no other torch state), so that ``torch.export`` and ``torch.compile``
+# can return them: an exported program's outputs are a flattened pytree of these, unflattened back into the dataclass.
+for _output in (Mask2FormerModelOutput, Mask2FormerForUniversalSegmentationOutput):
+    torch.export.register_dataclass(_output, serialized_type_name=f"mask2former.{_output.__name__}")
+
+
 def image_sizes_from_pixel_mask(pixel_mask: Tensor | None, batch_size: int, height: int, width: int,
                                 device: torch.device) -> Tensor:
     """Valid (height, width) per image: the extent of the 1-region of ``pixel_mask`` (B, H, W), or the full size.

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import FeatureInfo
-from .checkpointing import call_layer
+from .recompute import call_layer
 from .chunked import by_slabs, slab_edges, slabs_pay
 from .deformable_attention import MultiScaleDeformableAttention
 from .inplace import add_into, relu_into
@@ -114,8 +114,7 @@ class DeformableEncoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, S, D) -> (B, S, D), plus the attention's sampling weights (B, S, nh, L, P) (None in a slab-wise
         evaluation that does not ``need_weights``)."""
-        by_query_slabs = not self.training and not self.self_attn.use_reference_kernel
-        if by_query_slabs and slabs_pay(hidden_states, _LAYER_SLAB_TOKENS):
+        if not self.training and slabs_pay(hidden_states, _LAYER_SLAB_TOKENS):
             return self._forward_by_slabs(hidden_states, position_embeddings, reference_points, spatial_shapes,
                                           need_weights)
         attended, weights = self.self_attn(hidden_states, position_embeddings, reference_points, spatial_shapes)

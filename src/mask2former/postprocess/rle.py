@@ -7,6 +7,8 @@ The string form stores each count (from the fourth on, as the difference to the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 _MAX_GROUPS = 13  # 13 * 5 bits cover any int64
@@ -104,3 +106,24 @@ def decode(rle: dict) -> np.ndarray:
     if flat.size != height * width:
         raise ValueError(f"RLE counts cover {flat.size} pixels, size {height}x{width} needs {height * width}.")
     return flat.reshape(width, height).T
+
+
+# --- transformers' run-length format (``binary_mask_to_rle``), distinct from COCO's -------------------------------
+
+
+def binary_mask_to_rle(mask: Any) -> list[int]:
+    """transformers' run-length encoding of an (H, W) mask (nonzero = inside): the mask is flattened row by row
+    and each run of 1s gives two numbers, its 1-based start and its length: ``[start_1, length_1, start_2, ...]``.
+    Not COCO's RLE (column-major, alternating 0- and 1-runs; :func:`encode`)."""
+    flat = (mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)).reshape(-1) != 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], flat, [False])).astype(np.int8)))  # (2R,) run bounds
+    starts, ends = edges[0::2], edges[1::2]
+    pairs = np.empty(2 * len(starts), dtype=np.int64)
+    pairs[0::2], pairs[1::2] = starts + 1, ends - starts
+    return pairs.tolist()
+
+
+def convert_segmentation_to_rle(segmentation: Any) -> list[list[int]]:
+    """One :func:`binary_mask_to_rle` per id of an (H, W) map of segment or class ids, in increasing id order."""
+    ids = segmentation.detach().cpu().numpy() if hasattr(segmentation, "detach") else np.asarray(segmentation)
+    return [binary_mask_to_rle(ids == value) for value in np.unique(ids)]

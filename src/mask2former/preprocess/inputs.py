@@ -80,7 +80,8 @@ def _pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image | np.ndarray:
     return pil_to_rgb(image)  # the file reader's rules: alpha onto white, palettes, CMYK, ...
 
 
-def array_to_hwc(array: np.ndarray, data_format: str | None) -> np.ndarray:
+def array_to_hwc(array: np.ndarray, data_format: str | None, any_channels: bool = False) -> np.ndarray:
+    """(H, W), (C, H, W) or (H, W, C) -> (H, W, C); C in 1, 3, 4 unless ``any_channels``."""
     if array.ndim == 2:
         return array[:, :, None]
     if array.ndim != 3:
@@ -101,8 +102,37 @@ def array_to_hwc(array: np.ndarray, data_format: str | None) -> np.ndarray:
             )
     if data_format == CHANNELS_FIRST:
         array = np.moveaxis(array, 0, 2)
-    if array.shape[2] not in (1, 3, 4):
+    if array.shape[2] not in (1, 3, 4) and not any_channels:
         raise ValueError(f"An image must have 1, 3 or 4 channels, got {array.shape[2]} (shape {tuple(array.shape)}).")
+    return array
+
+
+def to_channels(image: Any, input_data_format: Any = None) -> np.ndarray:
+    """One image -> an (H, W, C) ``uint8`` or ``float32`` array with its own channels (``do_convert_rgb=False``).
+
+    PIL images give their bands (L: 1, LA: 2, RGB: 3, RGBA: 4, ...); arrays and tensors may have any channel count
+    when ``input_data_format`` says where it is. No greyscale replication, no alpha compositing."""
+    if isinstance(image, PIL.Image.Image):
+        try:
+            image.load()
+        except (OSError, SyntaxError) as error:
+            raise ValueError(f"Could not decode the image ({error}); the file may be truncated or corrupt.") from error
+        if image.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "F"):
+            raise ValueError(f"A PIL image of mode {image.mode!r} has no plain channels to keep; convert it first "
+                             "or use do_convert_rgb=True.")
+        array = array_to_hwc(np.asarray(image), CHANNELS_LAST, any_channels=True)
+    elif isinstance(image, (torch.Tensor, np.ndarray)):
+        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+        array = array_to_hwc(array, layout_name(input_data_format), any_channels=True)
+    else:
+        raise ValueError(
+            f"Unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a torch tensor."
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32, copy=False)
+    if array.dtype != np.uint8:
+        raise ValueError(f"With do_convert_rgb=False images must be uint8 or float, got {array.dtype}; convert them "
+                         "or use do_convert_rgb=True.")
     return array
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mask2former.distributed import Processes, device_for, join, leave, mean_over_processes
 from mask2former.train.config import TrainConfig
 from mask2former.train.data import (
     EpochIndexed,
@@ -53,39 +54,6 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     model_dir: Path | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # training files that could not be read -> why
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_choice: str) -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    owns = False
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device_choice != "cpu"
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        owns = True
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
-
-
-def _device(choice: str, ctx: _Dist) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda was asked for, but this machine has no CUDA device; use device=cpu.")
-        torch.cuda.set_device(ctx.local_rank)
-        return torch.device("cuda", ctx.local_rank)
-    return torch.device("cpu")
 
 
 def build_model(config: TrainConfig, id2label: dict[int, str]):
@@ -134,27 +102,18 @@ def _record_step(line: str) -> int:
         return 1 << 62
 
 
-def _mean_over_processes(value: torch.Tensor, ctx: _Dist) -> float:
-    if ctx.world_size > 1:
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        value /= ctx.world_size
-    return float(value)
-
-
 def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Run (or resume) the training described by ``config``; returns when ``config.max_steps`` steps are done."""
     if config.train_data is None:
         raise ValueError("train_data is not set: give the training images and annotations (see docs/finetuning.md).")
-    ctx = _setup_distributed(config.device)
+    ctx = join(config.device)
     try:
         return _train(config, ctx, resume)
     finally:
-        if ctx.owns_group:
-            dist.destroy_process_group()
+        leave(ctx)
 
 
-def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
+def _train(config: TrainConfig, ctx: Processes, resume: bool) -> TrainResult:
     output_dir = Path(config.output_dir)
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None and not resume:
@@ -171,7 +130,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
     if checkpoint is None and (output_dir / "model").exists():
         raise FileExistsError(f"{output_dir} already holds a trained model ({output_dir / 'model'}); choose another "
                               "--output-dir. Nothing was overwritten.")
-    device = _device(config.device, ctx)
+    device = device_for(config.device, ctx)
     torch.manual_seed(config.seed)  # the same initial weights in every process
     dataset = build_dataset(config.train_data, build_train_transform(config), seed=config.seed)
     check_files(dataset, "train_data")  # every problem at once, before the first step
@@ -258,7 +217,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
         scheduler.step()
         step += 1
 
-        loss_value = _mean_over_processes(total, ctx)
+        loss_value = mean_over_processes(total, ctx)
         result.losses.append(loss_value)
         if step % config.log_every == 0 or step == config.max_steps:
             record = {"step": step, "loss": loss_value, **terms, "grad_norm": float(grad_norm),
@@ -306,7 +265,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
     return result
 
 
-def _checkpoint(output_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any, ctx: _Dist,
+def _checkpoint(output_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any, ctx: Processes,
                 keep: int) -> None:
     """Every process contributes its RNG state; the main process writes the checkpoint; all wait for it."""
     states = [rng_state()]
@@ -319,7 +278,7 @@ def _checkpoint(output_dir: Path, step: int, model: Any, optimizer: Any, schedul
         dist.barrier()
 
 
-def _evaluate(model: Any, config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, Any]:
+def _evaluate(model: Any, config: TrainConfig, ctx: Processes, device: torch.device) -> dict[str, Any]:
     from mask2former.eval.evaluate import evaluate_model
 
     dataset = build_dataset(config.val_data)  # type: ignore[arg-type]
@@ -347,7 +306,7 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return out
 
 
-def _progress(config: TrainConfig, ctx: _Dist, start: int):
+def _progress(config: TrainConfig, ctx: Processes, start: int):
     if not (config.progress and ctx.main and sys.stderr.isatty()):
         return None
     try:

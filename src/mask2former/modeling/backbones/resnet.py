@@ -33,7 +33,7 @@ from mask2former.modeling.backbones.base import (
     StagedBackboneConfig,
     resolve_out_indices,
 )
-from mask2former.modeling.checkpointing import call_layer
+from mask2former.modeling.recompute import call_layer
 
 LAYER_TYPES = ("bottleneck", "basic")
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU}

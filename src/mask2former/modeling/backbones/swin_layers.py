@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mask2former.modeling.checkpointing import call_layer
+from mask2former.modeling.recompute import call_layer
 from mask2former.modeling.chunked import by_slabs, slab_edges, slabs_pay
+from mask2former.modeling.fast_paths import use_fast_paths
 from mask2former.modeling.inplace import add_into, gelu_into
 
 ACTIVATIONS = {
@@ -27,17 +28,27 @@ ACTIVATIONS = {
 }
 
 
+def round_up(size: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is at least ``size``.
+
+    Written as a count of blocks times the block (not ``size + (-size % multiple)``): on the symbolic sizes of an
+    export, a view by ``rounded // multiple`` then simplifies at once instead of through nested modulos.
+    """
+    return (size + multiple - 1) // multiple * multiple
+
+
 def window_partition(x: Tensor, window_size: int) -> Tensor:
     """Cut a map whose sides are multiples of ``window_size`` into non-overlapping square windows.
 
     (B, H, W, C) -> (B, nW, N, C) with nW = (H / w) * (W / w) windows in row-major order and N = w * w tokens per
-    window, also in row-major order.
+    window, also in row-major order. Always a copy (an explicit one, not a reshape that copies only when it must:
+    an exported graph would keep that decision for one size).
     """
     B, H, W, C = x.shape
     w = window_size
     x = x.view(B, H // w, w, W // w, w, C)  # (B, H/w, w, W/w, w, C)
-    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/w, W/w, w, w, C)
-    return x.reshape(B, (H // w) * (W // w), w * w, C)  # (B, nW, N, C)
+    x = x.permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format)  # (B, H/w, W/w, w, w, C)
+    return x.view(B, -1, w * w, C)  # (B, nW, N, C)
 
 
 def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -> Tensor:
@@ -45,8 +56,8 @@ def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -
     B, _, _, C = windows.shape
     w = window_size
     x = windows.view(B, height // w, width // w, w, w, C)  # (B, H/w, W/w, w, w, C)
-    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/w, w, W/w, w, C)
-    return x.reshape(B, height, width, C)  # (B, H, W, C)
+    x = x.permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format)  # (B, H/w, w, W/w, w, C)
+    return x.view(B, height, width, C)  # (B, H, W, C)
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -115,10 +126,11 @@ def window_gather_indices(
 class WindowLayout(NamedTuple):
     """How a stage's blocks of one shift cut their map into windows; computed once per stage and map size."""
 
-    to_windows: Tensor
-    """(nW * N,) map token read by each window token, H*W for padding (see :func:`window_gather_indices`)."""
-    from_windows: Tensor
-    """(H * W,) window token holding each map token."""
+    to_windows: Tensor | None
+    """(nW * N,) map token read by each window token, H*W for padding (see :func:`window_gather_indices`); None
+    off the fast paths, which pad, roll and partition instead."""
+    from_windows: Tensor | None
+    """(H * W,) window token holding each map token; None off the fast paths."""
     shift_mask: Tensor | None
     """(nW, N, N) additive mask of shifted windows, None without shift."""
 
@@ -164,7 +176,7 @@ class PatchEmbeddings(nn.Module):
         """(B, 3, H, W) -> (B, C, ceil(H / p), ceil(W / p)); the image is zero-padded right and bottom first."""
         _, _, H, W = pixel_values.shape
         p = self.patch_size
-        pixel_values = F.pad(pixel_values, (0, -W % p, 0, -H % p))  # (B, 3, H', W'), multiples of p
+        pixel_values = F.pad(pixel_values, (0, round_up(W, p) - W, 0, round_up(H, p) - H))  # (B, 3, H', W')
         return self.projection(pixel_values)
 
 
@@ -234,30 +246,30 @@ class WindowSelfAttention(nn.Module):
         return F.linear(tokens, weight, bias)
 
     def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
-        """Attend within each window: (B * nW, N, C) -> (B * nW, N, C), before the output projection.
+        """Attend within each window: (B, nW, N, C) -> (B, nW, N, C), before the output projection.
 
-        ``windows`` holds the windows of B images one image after the other; ``shift_mask`` is None or the additive
-        (nW, N, N) mask of shifted windows.
+        ``shift_mask`` is None or the additive (nW, N, N) mask of shifted windows.
         """
         return self.attend(self.qkv(windows), shift_mask)
 
     def attend(self, qkv: Tensor, shift_mask: Tensor | None = None) -> Tensor:
-        """:meth:`forward` from the windows' query, key and value: (B * nW, N, 3C) -> (B * nW, N, C).
+        """:meth:`forward` from the windows' query, key and value: (B, nW, N, 3C) -> (B, nW, N, C).
 
         Windows are the batch axis of the attention and heads its head axis, so q, k and v are strided views of the
         product and the output is already in token-major order: no copies around the kernel.
         """
-        num_windows, N, C3 = qkv.shape  # num_windows = B * nW
+        B, nW, N, C3 = qkv.shape
         C, nh = C3 // 3, self.num_heads
-        q, k, v = qkv.view(num_windows, N, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, nh, N, hs)
+        qkv = qkv.reshape(B * nW, N, 3, nh, C // nh)  # (B*nW, N, 3, nh, hs)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, nh, N, hs)
         mask = self.relative_position_bias()[None]  # (1, nh, N, N), the same for every window
         if shift_mask is not None:
             mask = mask + shift_mask[:, None]  # (nW, nh, N, N)
-            if num_windows != mask.shape[0]:
-                mask = mask.repeat(num_windows // mask.shape[0], 1, 1, 1)  # (B*nW, nh, N, N)
+            if not use_fast_paths() or B > 1:  # one copy per image (an exported graph copies for any B)
+                mask = mask.repeat(B, 1, 1, 1)  # (B*nW, nh, N, N)
         dropout = self.attention_dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout)  # (B*nW, nh, N, hs)
-        return out.transpose(1, 2).reshape(num_windows, N, C)  # (B*nW, N, C)
+        return out.transpose(1, 2).reshape(B, nW, N, C)  # (B, nW, N, C)
 
 
 class Attention(nn.Module):
@@ -273,7 +285,7 @@ class Attention(nn.Module):
         self.output = DenseOutput(dim, dim, dropout=dropout)
 
     def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
-        """(B * nW, N, C) -> (B * nW, N, C)."""
+        """(B, nW, N, C) -> (B, nW, N, C)."""
         return self.output(self.self(windows, shift_mask))
 
 
@@ -317,9 +329,46 @@ class SwinBlock(nn.Module):
     def forward(self, x: Tensor, windows: WindowLayout) -> Tensor:
         """(B, H, W, C) -> (B, H, W, C). ``windows``: the gathers and mask of this block's window layout."""
         B, H, W, C = x.shape
-        N = self.window_size**2
+        y = self.layernorm_before(x)  # (B, H, W, C)
+        if use_fast_paths():
+            y = self._attend_gathered(y, windows)  # (B, H*W, C)
+        else:
+            y = self._attend_partitioned(y, windows.shift_mask)  # (B, H*W, C)
+        y = self.attention.output(y).view(B, H, W, C)  # output projection of the map's tokens only
+        x = add_into(self.drop_path(y), x)  # (B, H, W, C)
 
-        y = self.layernorm_before(x).view(B, H * W, C)  # (B, H*W, C)
+        # Stochastic depth on both residual branches, as in the original Swin that Mask2Former trained with
+        # (transformers' Swin applies it to the attention branch only; the two agree in eval mode).
+        return add_into(self.drop_path(by_slabs(self._feed_forward, x)), x)
+
+    def _attend_partitioned(self, y: Tensor, shift_mask: Tensor | None) -> Tensor:
+        """The window attention as written in the Swin paper: pad the map to multiples of the window, roll it by the
+        shift, cut it into windows, attend, and undo the three. (B, H, W, C) -> (B, H*W, C), before the output
+        projection. The plain path (:mod:`~mask2former.modeling.fast_paths`): every step is one tensor operation on
+        symbolic sizes, so an exported graph takes any image size."""
+        B, H, W, C = y.shape
+        w, s = self.window_size, self.shift_size
+        y = F.pad(y, (0, 0, 0, round_up(W, w) - W, 0, round_up(H, w) - H))  # (B, Hp, Wp, C), zeros right, bottom
+        padded_h, padded_w = y.shape[1], y.shape[2]
+        if s:
+            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
+        qkv = self.attention.self.qkv(window_partition(y, w))  # (B, nW, N, 3C)
+        y = window_reverse(self.attention.self.attend(qkv, shift_mask), w, padded_h, padded_w)  # (B, Hp, Wp, C)
+        if s:
+            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
+        # cropped by a gather of the map's tokens: a fresh (B, H*W, C) whatever the padding
+        keep = (torch.arange(H, device=y.device)[:, None] * padded_w + torch.arange(W, device=y.device)).flatten()
+        return y.view(B, padded_h * padded_w, C).index_select(1, keep)  # (B, H*W, C)
+
+    def _attend_gathered(self, y: Tensor, windows: WindowLayout) -> Tensor:
+        """:meth:`_attend_partitioned` on the fast path: (B, H, W, C) -> (B, H*W, C).
+
+        Padding, roll and partition are one gather of the map's tokens into window order (and one gather back);
+        heavily padded maps project q, k, v before the gather; CPU inference attends a slab of windows at a time.
+        """
+        B, H, W, C = y.shape
+        N = self.window_size**2
+        y = y.reshape(B, H * W, C)  # (B, H*W, C)
         attention = self.attention.self
         window_tokens = windows.to_windows.numel()  # nW * N, H*W of them from the map and the rest padding
         if window_tokens >= _QKV_BEFORE_WINDOWS * H * W:
@@ -334,27 +383,21 @@ class SwinBlock(nn.Module):
             source, project = y, True
 
         def attend(first: int, last: int) -> Tensor:
-            """Windows [first, last) of every image: (B * (last - first), N, C)."""
+            """Windows [first, last) of every image: (B, last - first, N, C)."""
             qkv = _gather_tokens(source, windows.to_windows[first * N:last * N])  # (B, (last-first)*N, C or 3C)
             qkv = attention.qkv(qkv) if project else qkv  # (B, (last-first)*N, 3C)
             mask = None if windows.shift_mask is None else windows.shift_mask[first:last]
-            return attention.attend(qkv.view(-1, N, 3 * C), mask)
+            return attention.attend(qkv.view(B, -1, N, 3 * C), mask)
 
         num_windows = window_tokens // N
-        edges = slab_edges(num_windows, max(1, _WINDOW_SLAB_TOKENS // (B * N)))
-        if len(edges) == 2 or not slabs_pay(y):
-            y = attend(0, num_windows)  # (B*nW, N, C)
+        edges = slab_edges(num_windows, max(1, _WINDOW_SLAB_TOKENS // (B * N))) if slabs_pay(y) else [0, num_windows]
+        if len(edges) == 2:
+            y = attend(0, num_windows)  # (B, nW, N, C)
         else:  # CPU inference: windows a slab at a time, so q, k, v and the attention's mask stay small
             y = y.new_empty(B, num_windows, N, C)
             for first, last in zip(edges, edges[1:]):
-                y[:, first:last] = attend(first, last).view(B, last - first, N, C)
-        y = _gather_tokens(y.view(B, -1, C), windows.from_windows)  # (B, H*W, C): back to the map, cropped
-        y = self.attention.output(y).view(B, H, W, C)  # output projection of the map's tokens only
-        x = add_into(self.drop_path(y), x)  # (B, H, W, C)
-
-        # Stochastic depth on both residual branches, as in the original Swin that Mask2Former trained with
-        # (transformers' Swin applies it to the attention branch only; the two agree in eval mode).
-        return add_into(self.drop_path(by_slabs(self._feed_forward, x)), x)
+                y[:, first:last] = attend(first, last)
+        return _gather_tokens(y.view(B, -1, C), windows.from_windows)  # (B, H*W, C): back to the map, cropped
 
     def _feed_forward(self, tokens: Tensor) -> Tensor:
         """(..., C) -> (..., C): LayerNorm, then the MLP through (..., mlp_ratio * C), token by token."""
@@ -372,7 +415,7 @@ class PatchMerging(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> (B, ceil(H / 2), ceil(W / 2), 2C); odd sides are zero-padded right and bottom."""
         _, H, W, _ = x.shape
-        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # (B, H', W', C), even sides
+        x = F.pad(x, (0, 0, 0, round_up(W, 2) - W, 0, round_up(H, 2) - H))  # (B, H', W', C), even sides
         # order of the concatenation: (row, col) = (0, 0), (1, 0), (0, 1), (1, 1)
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))  # (B, H'/2, W'/2, 2C)
@@ -432,9 +475,10 @@ class SwinStage(nn.Module):
             shift_mask = None
             if shift > 0:
                 shift_mask = shifted_window_mask(
-                    H + (-H % w), W + (-W % w), w, shift, device=x.device, dtype=x.dtype
+                    round_up(H, w), round_up(W, w), w, shift, device=x.device, dtype=x.dtype
                 )  # (nW, N, N)
-            layouts[shift] = WindowLayout(*window_gather_indices(H, W, w, shift, device=x.device), shift_mask)
+            gathers = window_gather_indices(H, W, w, shift, device=x.device) if use_fast_paths() else (None, None)
+            layouts[shift] = WindowLayout(*gathers, shift_mask)
         for block in self.blocks:
             x = call_layer(block, self.gradient_checkpointing, x, layouts[block.shift_size])
         return x, (self.downsample(x) if self.downsample is not None else None)

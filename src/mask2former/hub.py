@@ -1,7 +1,8 @@
 """Find a checkpoint file in a local directory or download it from the Hugging Face hub.
 
 ``huggingface_hub`` is imported only when a hub id is actually used, so local use needs nothing beyond the core
-dependencies.
+dependencies. It sits at the top of the package, under ``config`` and ``io`` alike: both read files through it, and
+``io`` depends on ``config``, never the reverse.
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ def resolve_file(
     local_files_only: bool = False,
     token: str | bool | None = None,
     required: bool = True,
+    subfolder: str = "",
 ) -> Path | None:
     """Return the local path of ``filename`` inside a checkpoint directory or hub repository.
 
     A local directory wins over a hub id of the same spelling. With ``required=False`` a file that the checkpoint
     does not contain gives ``None`` (used to probe for ``model.safetensors`` before ``pytorch_model.bin``).
+    ``subfolder``: the checkpoint sits in this folder of the directory or repository.
     """
     local = Path(path_or_hub_id).expanduser()
     if local.is_dir():
+        local = local / subfolder if subfolder else local
         candidate = local / filename
         if candidate.is_file():
             return candidate
@@ -76,6 +80,7 @@ def resolve_file(
         downloaded = huggingface_hub.hf_hub_download(
             repo_id=name,
             filename=filename,
+            subfolder=subfolder or None,
             revision=revision,
             cache_dir=cache_dir,
             local_files_only=offline,

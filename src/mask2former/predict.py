@@ -18,10 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mask2former.preprocess.read import read_image  # noqa: F401  (the one reader; importable from here too)
-
 TASKS = ("panoptic", "instance", "semantic")
-OVERLAY_MAX_SIDE = 2048  # overlays of bigger photos are drawn reduced (the segments JSON keeps full size)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 

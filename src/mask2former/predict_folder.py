@@ -23,15 +23,10 @@ import numpy as np
 from PIL import Image
 
 from mask2former import distributed
-from mask2former.predict import (
-    IMAGE_SUFFIXES,
-    OVERLAY_MAX_SIDE,
-    Prediction,
-    Predictor,
-    draw_prediction,
-    save_overlay,
-)
+from mask2former.predict import IMAGE_SUFFIXES, Prediction, Predictor, draw_prediction, save_overlay
 from mask2former.preprocess.read import READ_ERRORS, read_image
+
+OVERLAY_MAX_SIDE = 2048  # overlays of bigger photos are drawn reduced (the segments JSON keeps full size)
 
 _GLOB_CHARS = set("*?[")
 

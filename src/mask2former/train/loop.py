@@ -8,6 +8,7 @@ created here from torchrun's environment (NCCL on GPUs, gloo on CPU). Step ``s``
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -241,9 +242,12 @@ def _train(config: TrainConfig, ctx: Processes, resume: bool) -> TrainResult:
             try:
                 result.metrics = _evaluate(model, config, ctx, device)
             except Exception as error:
-                saved = result.model_dir or output_dir / "checkpoints"
-                raise RuntimeError(f"evaluation at step {step} failed: {error} (the model of step {step} is saved in "
-                                   f"{saved}; fix val_data and run 'mask2former evaluate --model {saved}')") from error
+                if result.model_dir is not None:
+                    saved = (f"the model of step {step} is saved in {result.model_dir}; fix val_data and run "
+                             f"'mask2former evaluate --model {result.model_dir}'")
+                else:
+                    saved = f"the latest checkpoint is in {output_dir / 'checkpoints'}; fix val_data and --resume"
+                raise RuntimeError(f"evaluation at step {step} failed: {error} ({saved})") from error
             _log(log_path, {"step": step, "metrics": result.metrics})
             model.train()
     if progress is not None:

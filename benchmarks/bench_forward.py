@@ -12,7 +12,8 @@ Agreement is checked on ``--agreement-inputs`` random inputs (default 3) and the
 each input's: at large sizes a ~1e-6 rounding difference upstream can flip one bit of a masked-attention mask (a
 mask logit within rounding of 0), which moves that query's later outputs by ~1e-4 on some inputs and not others.
 For each input past 1e-4, the difference of transformers to itself when the image shares a batch with another is
-printed below the row: the same kind of flip, from batching alone.
+printed below the row: the same kind of flip, from batching alone. ``--trace-inputs 1 6`` prints those inputs'
+differences stage by stage (backbone, pixel decoder, each decoder prediction), showing where the outputs part.
 """
 
 from __future__ import annotations
@@ -51,6 +52,26 @@ def graphed_forward(model: torch.nn.Module, pixel_values: torch.Tensor, autocast
     return replay
 
 
+def trace_line(ours: torch.nn.Module, ref: torch.nn.Module, height: int, width: int, seed: int, device: str) -> str:
+    """Max |difference| of one input's backbone maps, pixel decoder maps, each decoder prediction's masks and the
+    classes, with auxiliary outputs (which change which intermediate masks ours computes, hence which bits flip)."""
+    pixel_values = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed)).to(device)
+    flags = dict(output_hidden_states=True, output_auxiliary_logits=True)
+    with torch.inference_mode():
+        a, b = ours(pixel_values, **flags), ref(pixel_values, **flags)
+
+    def diff(u: torch.Tensor, v: torch.Tensor) -> float:
+        return (u.float() - v.float()).abs().max().item()
+
+    backbone = max(diff(u, v) for u, v in zip(a.encoder_hidden_states, b.encoder_hidden_states))
+    pixel = max(diff(u, v) for u, v in zip(a.pixel_decoder_hidden_states, b.pixel_decoder_hidden_states))
+    layers = [diff(u["masks_queries_logits"], v["masks_queries_logits"])
+              for u, v in zip(a.auxiliary_logits, b.auxiliary_logits)]
+    layers.append(diff(a.masks_queries_logits, b.masks_queries_logits))
+    return (f"input {seed} traced: backbone {backbone:.1e}, pixel decoder {pixel:.1e}, masks per decoder prediction "
+            f"{' '.join(f'{v:.1e}' for v in layers)}, classes {diff(a.class_queries_logits, b.class_queries_logits):.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, help="model:HxW entries")
@@ -61,6 +82,9 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true", help="ours replays a captured CUDA graph (CUDA only)")
     parser.add_argument("--agreement-inputs", type=int, default=3,
                         help="random inputs (seeds 0..N-1) on which the outputs are compared; the first is timed")
+    parser.add_argument("--trace-inputs", type=int, nargs="*", default=[],
+                        help="input seeds whose differences to print stage by stage (backbone, pixel decoder, each "
+                             "decoder prediction), fp32 only")
     parser.add_argument("--steady-allocator", action="store_true",
                         help="first let glibc serve blocks up to 64 MB from its heap (common.steady_allocator)")
     args = parser.parse_args()
@@ -94,6 +118,8 @@ def main() -> None:
                 notes.append(f"input {seed}: transformers batched with another image vs alone {own:.1e}")
             del a, b
         d_mask, d_cls = max(d_masks), max(d_classes)
+        for seed in args.trace_inputs:
+            print(f"{'':24}{trace_line(ours, ref, height, width, seed, args.device)}", flush=True)
 
         def run_ref():
             with torch.inference_mode(), autocast:

@@ -13,7 +13,7 @@ from torch import nn
 
 from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
 from mask2former.config import ConfigError
-from mask2former.io.hub import CheckpointNotFoundError
+from mask2former.hub import CheckpointNotFoundError
 
 
 def _with(kwargs: dict, **fields) -> dict:

@@ -42,7 +42,11 @@ def test_demo_segments_the_bundled_examples_with_the_bundled_model(tmp_path, cap
         segments = json.loads((tmp_path / "demo" / f"{example.stem}.json").read_text())["segments"]
         assert segments and all(s["score"] > 0.5 for s in segments)
         assert {"sky", "grass", "water"} & {s["label"] for s in segments}
-    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--device", "cpu"]) == 0  # demo replaces its files
+    before = {p.name: p.read_bytes() for p in (tmp_path / "demo").iterdir()}
+    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--device", "cpu"]) == 2  # like predict: no overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "demo").iterdir()} == before
+    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--device", "cpu", "--overwrite"]) == 0
 
 
 def test_panoptic_coco_output_round_trips_through_evaluate(shapes, tmp_path):

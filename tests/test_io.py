@@ -10,7 +10,7 @@ from helpers import randomize_, tiny_config_kwargs
 
 from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 from mask2former.io.checkpoint import CheckpointMismatchError
-from mask2former.io.hub import CheckpointNotFoundError
+from mask2former.hub import CheckpointNotFoundError
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_offline_hub_id_says_how_to_use_a_local_directory(tmp_path, monkeypatch)
 
 
 def test_missing_directory_and_missing_weights(tmp_path):
-    with pytest.raises(CheckpointNotFoundError, match="neither an existing directory"):
+    with pytest.raises(CheckpointNotFoundError, match="nope/deeper/still: no such folder"):
         Mask2FormerForUniversalSegmentation.from_pretrained(str(tmp_path / "nope" / "deeper" / "still"))
     Mask2FormerConfig(**tiny_config_kwargs()).save_pretrained(tmp_path / "config_only")
     with pytest.raises(CheckpointNotFoundError, match="holds no weights"):
@@ -103,10 +103,35 @@ def test_labels_are_checked_and_give_a_loss(saved):
     masks[0][1, 30:] = True
     with pytest.raises(ValueError, match="outside"):
         model(pixel_values, mask_labels=masks, class_labels=[torch.tensor([0, 3]), torch.tensor([], dtype=torch.long)])
-    with pytest.raises(ValueError, match="both mask_labels and class_labels"):
-        model(pixel_values, mask_labels=masks)
+    with pytest.warns(UserWarning, match="no loss"):  # as in transformers: outputs without a loss
+        assert model(pixel_values, mask_labels=masks).loss is None
     out = model(pixel_values, mask_labels=masks, class_labels=[torch.tensor([0, 2]), torch.zeros(0, dtype=torch.long)])
     assert torch.isfinite(out.loss) and "loss_dice" in out.loss_dict and "loss_cross_entropy_0" in out.loss_dict
     as_tuple = model(pixel_values, mask_labels=masks, class_labels=[torch.tensor([0, 2]), torch.zeros(0).long()],
                      return_dict=False)
     assert as_tuple[0].dim() == 0 and as_tuple[1].shape == out.class_queries_logits.shape
+
+
+def test_unreachable_hub_is_asked_nothing_and_a_missing_path_is_no_such_folder(tmp_path, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub import constants
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    calls = []
+
+    def download(**kwargs):
+        calls.append(kwargs)
+        raise LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(CheckpointNotFoundError, match="cannot be reached"):
+        Mask2FormerForUniversalSegmentation.from_pretrained("facebook/not-cached", cache_dir=tmp_path)
+    assert calls and all(call["local_files_only"] for call in calls)  # the cache only: no network retries
+
+    (tmp_path / "outputs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match="outputs/mine: no such folder"):
+        Mask2FormerForUniversalSegmentation.from_pretrained("outputs/mine")
+    assert len(calls) == 1  # a path whose first folder exists is not sent to the hub

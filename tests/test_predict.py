@@ -13,17 +13,9 @@ from PIL import Image
 
 from mask2former import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 from mask2former.data import read_label_png, read_panoptic_png
-from mask2former.predict import (
-    CocoTarget,
-    InputError,
-    Predictor,
-    bundled_examples,
-    collect_images,
-    demo_model_dir,
-    output_names,
-    predict_to_folder,
-)
 from mask2former.postprocess import rle
+from mask2former.predict import Predictor, bundled_examples, demo_model_dir
+from mask2former.predict_folder import CocoTarget, InputError, collect_images, output_names, predict_to_folder
 from mask2former.preprocess import Mask2FormerImageProcessor
 
 LABELS = {0: "circle", 1: "square", 2: "sky"}
@@ -189,3 +181,20 @@ def test_unreadable_images_are_reported_and_skipped(tiny, tmp_path):
     assert not summary.ok and summary.num_written == 2
     assert [f[0] for f in summary.failures] == [str(broken)] and "broken.jpg" in reports[0]
     assert not (tmp_path / "out" / "broken.png").exists()
+
+
+def test_big_photos_get_a_reduced_overlay_and_full_size_segments(tiny, tmp_path):
+    from mask2former.predict import reduce_for_drawing
+
+    paths = write_images(tmp_path / "in", 1, size=(700, 150))
+    predictor = Predictor.from_pretrained(tiny, threshold=0.1)
+    predict_to_folder(predictor, paths, tmp_path / "small", overlay_max_side=350)
+    predict_to_folder(predictor, paths, tmp_path / "full", overlay_max_side=0)
+    with Image.open(tmp_path / "small" / "img0.png") as small, Image.open(tmp_path / "full" / "img0.png") as full:
+        assert small.size == (350, 75) and full.size == (700, 150)
+    assert (json.loads((tmp_path / "small" / "img0.json").read_text())
+            == json.loads((tmp_path / "full" / "img0.json").read_text()))  # the data keeps the photo's size
+
+    ids = np.arange(12 * 8).reshape(8, 12)
+    photo, reduced = reduce_for_drawing(Image.new("RGB", (12, 8)), ids, 6)
+    assert photo.size == (6, 4) and np.array_equal(reduced, ids[1::2, 1::2])  # each reduced pixel's centre

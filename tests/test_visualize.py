@@ -120,3 +120,40 @@ def test_numpy_photo_and_size_mismatch():
     assert drawn.size == image.size
     with pytest.raises(ValueError, match="sizes differ"):
         draw_segmentation(image, ids[:-1], segments)
+
+
+@pytest.mark.parametrize("thickness, rows", [(0, 5), (1, 7), (3, 4), (2, 256)])
+def test_painting_in_bands_gives_the_reference_pixels(thickness, rows):
+    from mask2former.visualize import _paint_in_bands, _paint_reference
+
+    rng = np.random.default_rng(thickness)
+    segmentation = np.repeat(np.repeat(rng.integers(0, 9, (9, 12)), 5, axis=0), 6, axis=1)[:41, :67]  # blocks
+    segmentation[::7, ::5] = 40  # an id no segment has: left as the photo
+    rgb = rng.integers(0, 256, (41, 67, 3), dtype=np.uint8)
+    ids = np.array([3, 1, 7, 2, 8, 5], dtype=np.int64)
+    colors = np.vstack([rng.uniform(0, 255, (len(ids), 3)), np.zeros((1, 3))]).astype(np.float32)
+    reference, reference_areas = _paint_reference(rgb, segmentation, ids, colors, 0.6, 0.85, thickness)
+    banded, areas = _paint_in_bands(rgb, segmentation, ids, colors, 0.6, 0.85, thickness, rows=rows)
+    assert np.array_equal(banded, reference) and np.array_equal(areas, reference_areas)
+
+
+def test_default_and_plain_drawings_are_identical():
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (300, 420, 3), dtype=np.uint8))
+    segmentation = np.repeat(np.repeat(rng.integers(0, 6, (6, 7)), 50, axis=0), 60, axis=1)  # (300, 420)
+    segments = [{"id": i, "label_id": i % 3, "score": 0.9} for i in range(1, 6)]
+    for options in ({}, {"side_by_side": True, "legend": True}):
+        fast = draw_segmentation(image, segmentation, segments, **options)
+        plain = draw_segmentation(image, segmentation, segments, plain=True, **options)
+        assert np.array_equal(np.asarray(fast), np.asarray(plain))
+
+
+@pytest.mark.parametrize("thickness", [1, 2, 5, 40])
+def test_boundary_by_counts_equals_the_reference(thickness):
+    from mask2former.visualize import _boundary, _boundary_by_counts
+
+    rng = np.random.default_rng(thickness)
+    for shape in ((37, 53), (1, 9), (9, 1), (2, 2)):
+        segmentation = rng.integers(-1, 4, shape)  # thin stripes and single pixels: A B A patterns everywhere
+        segmentation[: shape[0] // 2] = np.repeat(rng.integers(0, 3, (1, shape[1])), shape[0] // 2, axis=0)
+        assert np.array_equal(_boundary_by_counts(segmentation, thickness), _boundary(segmentation, thickness))

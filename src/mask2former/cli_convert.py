@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 
-def add_convert_parser(commands: argparse._SubParsersAction) -> None:
+def add_convert_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     convert = commands.add_parser(
-        "convert", help="convert an original Mask2Former checkpoint (model_final_*.pkl) to a checkpoint directory")
+        "convert", help="convert an original Mask2Former checkpoint (model_final_*.pkl) to a checkpoint directory",
+        parents=parents)
     convert.add_argument("source", metavar="SRC", help="the original checkpoint: a .pkl from the model zoo or a .pth")
     convert.add_argument("--output-dir", type=Path, required=True, help="where config.json, model.safetensors and "
                                                                         "preprocessor_config.json are written")

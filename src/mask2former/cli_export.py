@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 
-def add_export_parser(commands: argparse._SubParsersAction) -> None:
+def add_export_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     export = commands.add_parser(
         "export", help="export a model to ONNX (standard operators; dynamic batch, height and width; needs pip "
-                       "install 'mask2former[onnx]')")
+                       "install 'mask2former[onnx]')", parents=parents)
     export.add_argument("--model", required=True, metavar="SRC", help="checkpoint directory or hub id")
     export.add_argument("--output-dir", type=Path, required=True, metavar="DIR",
                         help="where model.onnx, config.json and preprocessor_config.json are written")

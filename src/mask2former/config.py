@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,18 +73,48 @@ def backbone_config_from_dict(data: dict[str, Any]) -> BackboneConfig:
         raise ConfigError(f"backbone_config: {err}") from err
 
 
+def _check_types(values: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Raise ``ConfigError`` naming the field whose value has the wrong type (config.json is user-editable)."""
+    from mask2former.field_types import check_field_types
+
+    try:
+        check_field_types(
+            "Mask2Former config", {**values, **kwargs},
+            ints=("feature_size", "mask_feature_size", "hidden_dim", "encoder_feedforward_dim", "encoder_layers",
+                  "decoder_layers", "num_attention_heads", "dim_feedforward", "common_stride", "ignore_value",
+                  "num_queries", "train_num_points", "num_labels"),
+            numbers=("dropout", "no_object_weight", "class_weight", "mask_weight", "dice_weight", "oversample_ratio",
+                     "importance_sample_ratio", "init_std", "init_xavier_std"),
+            bools=("pre_norm", "enforce_input_projection", "use_auxiliary_loss", "use_pretrained_backbone",
+                   "use_timm_backbone"),
+            int_lists=("feature_strides",), strings=("activation_function", "backbone"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for name in ("id2label", "label2id"):
+        if kwargs.get(name) is not None and not isinstance(kwargs[name], Mapping):
+            example = '{"0": "cat", "1": "dog"}' if name == "id2label" else '{"cat": 0, "dog": 1}'
+            raise ConfigError(f"Mask2Former config: {name} must map class ids to names, e.g. {example}, got a "
+                              f"{type(kwargs[name]).__name__}.")
+
+
 # Keys transformers' PretrainedConfig writes for every model; we keep them as plain attributes.
 _COMMON_KEYS = ("output_hidden_states", "output_attentions", "return_dict")
+
+# transformers' generic names for two fields (its ``attribute_map``): read, written and accepted as arguments.
+ATTRIBUTE_MAP = {"hidden_size": "hidden_dim", "num_hidden_layers": "decoder_layers"}
 
 
 class Mask2FormerConfig:
     """Every hyper-parameter of a Mask2Former model, with transformers' names and defaults.
 
     ``num_labels``/``id2label``/``label2id`` describe the classes (the class head predicts ``num_labels + 1`` logits,
-    the last one being "no object"). Unknown keyword arguments are stored and written back unchanged.
+    the last one being "no object"). Unknown keyword arguments are stored in ``extra``, read as attributes and
+    written back unchanged. ``hidden_size`` and ``num_hidden_layers`` are other names of ``hidden_dim`` and
+    ``decoder_layers`` (``ATTRIBUTE_MAP``), as in transformers.
     """
 
     model_type = "mask2former"
+    attribute_map = ATTRIBUTE_MAP
 
     def __init__(
         self,
@@ -120,6 +152,9 @@ class Mask2FormerConfig:
         backbone_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        hidden_dim = kwargs.pop("hidden_size", hidden_dim)
+        decoder_layers = kwargs.pop("num_hidden_layers", decoder_layers)
+        _check_types(locals(), kwargs)
         self.backbone = backbone
         self.use_pretrained_backbone = use_pretrained_backbone
         self.use_timm_backbone = use_timm_backbone
@@ -190,6 +225,31 @@ class Mask2FormerConfig:
             self.id2label = {i: f"LABEL_{i}" for i in range(value)}
             self.label2id = {name: i for i, name in self.id2label.items()}
 
+    @property
+    def hidden_size(self) -> int:
+        """Another name of ``hidden_dim`` (transformers' ``attribute_map``)."""
+        return self.hidden_dim
+
+    @hidden_size.setter
+    def hidden_size(self, value: int) -> None:
+        self.hidden_dim = value
+
+    @property
+    def num_hidden_layers(self) -> int:
+        """Another name of ``decoder_layers`` (transformers' ``attribute_map``)."""
+        return self.decoder_layers
+
+    @num_hidden_layers.setter
+    def num_hidden_layers(self, value: int) -> None:
+        self.decoder_layers = value
+
+    def __getattr__(self, name: str) -> Any:
+        """Keys of ``extra`` (unknown config.json keys, unknown arguments) read as attributes, as in transformers."""
+        extra = self.__dict__.get("extra")
+        if extra is not None and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
     # --- construction helpers -----------------------------------------------------------------------------------
 
     @classmethod
@@ -217,7 +277,10 @@ class Mask2FormerConfig:
             (self.activation_function in _DECODER_ACTIVATIONS,
              f"activation_function={self.activation_function!r} is not one of {', '.join(_DECODER_ACTIVATIONS)}"),
             (len(self.backbone_config.out_indices) == 4,
-             f"the backbone must return 4 feature maps (strides 4..32); backbone_config asks for {outputs}"),
+             f"the backbone must return 4 feature maps (strides 4..32); backbone_config asks for {outputs} (a "
+             "backbone config alone returns only its last stage): pass out_features=['stage1', 'stage2', 'stage3', "
+             f"'stage4'], e.g. {type(self.backbone_config).__name__}(out_features=['stage1', 'stage2', 'stage3', "
+             "'stage4'])"),
             (self.common_stride in (1, 2, 4, 8) and self.common_stride <= min(self.feature_strides),
              f"common_stride={self.common_stride} must be a power of two no larger than the finest feature stride"),
         ]
@@ -318,10 +381,17 @@ class Mask2FormerConfig:
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
+        subfolder: str = "",
+        return_unused_kwargs: bool = False,
         **overrides: Any,
-    ) -> Mask2FormerConfig:
-        """Read ``config.json`` from a directory, a file path, or a hub repository id."""
-        from mask2former.io.hub import resolve_file
+    ) -> Mask2FormerConfig | tuple[Mask2FormerConfig, dict[str, Any]]:
+        """Read ``config.json`` from a directory, a file path, or a hub repository id (``subfolder``: inside it).
+
+        ``overrides`` set fields that the config has (also keys of the file that this library does not use, and
+        the names of ``ATTRIBUTE_MAP``). Other keywords are not fields: as in transformers they change nothing and
+        are returned with ``return_unused_kwargs=True`` as ``(config, unused)``; without it a warning names them.
+        """
+        from mask2former.hub import resolve_file
 
         source = Path(pretrained_model_name_or_path)
         if source.is_file():
@@ -334,16 +404,31 @@ class Mask2FormerConfig:
                 cache_dir=cache_dir,
                 local_files_only=local_files_only,
                 token=token,
+                subfolder=subfolder,
             )
         config = cls.from_json_file(path)
-        for key, value in overrides.items():
-            if key == "num_labels":
-                config.num_labels = value
-            elif hasattr(config, key):
-                setattr(config, key, value)
-            else:
-                config.extra[key] = value
+        unused = config.update_fields(overrides)
+        if return_unused_kwargs:
+            return config, unused
+        if unused:
+            warnings.warn(f"Mask2FormerConfig.from_pretrained ignored keywords that are not config fields: "
+                          f"{sorted(unused)}.", stacklevel=2)
         return config
+
+    def update_fields(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Set the fields (attributes, ``extra`` keys, ``ATTRIBUTE_MAP`` names) named in ``values``; return the
+        entries that name no field, unchanged."""
+        unused = {}
+        for key, value in values.items():
+            if key == "num_labels":
+                self.num_labels = value
+            elif key in self.extra:
+                self.extra[key] = value
+            elif hasattr(self, key):
+                setattr(self, key, value)
+            else:
+                unused[key] = value
+        return unused
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mask2FormerConfig) and self.to_dict() == other.to_dict()

@@ -75,13 +75,42 @@ def _boundary(segmentation: np.ndarray, thickness: int) -> np.ndarray:
     return edge
 
 
-def _interior_point(mask: np.ndarray) -> tuple[int, int]:
-    """(y, x) of a pixel deep inside an (H, W) bool mask: repeated erosion of a reduced copy, then the survivor
-    nearest to the survivors' centre (the centroid of a ring or a crescent lies outside it)."""
-    factor = max(1, int(np.ceil(max(mask.shape) / 96)))
-    small = mask[factor // 2 :: factor, factor // 2 :: factor]  # (h, w)
-    if not small.any():
-        small, factor = mask, 1
+def _boundary_by_counts(segmentation: np.ndarray, thickness: int) -> np.ndarray:
+    """:func:`_boundary` in a few passes whatever the thickness: along a column, a pixel is within ``thickness``
+    steps of another id exactly when one of the ``thickness`` one-step changes on either side of it is a change (the
+    first pixel that differs is reached through them); running counts of changes answer that for every pixel."""
+    edge = np.zeros(segmentation.shape, dtype=bool)
+    for axis in (0, 1):
+        length = segmentation.shape[axis]
+        if length < 2:
+            continue
+        change = np.diff(segmentation, axis=axis) != 0  # (H - 1, W) or (H, W - 1): pair k is k vs k + 1
+        shape = list(change.shape)
+        shape[axis] = 1
+        counts = np.concatenate([np.zeros(shape, np.int32), np.cumsum(change, axis=axis, dtype=np.int32)], axis)
+        position = np.arange(length)
+        high = np.take(counts, np.minimum(position + thickness, length - 1), axis=axis)  # changes in pairs < y + t
+        low = np.take(counts, np.maximum(position - thickness, 0), axis=axis)  # changes in pairs < y - t
+        edge |= high > low
+    return edge
+
+
+def _reduction(shape: tuple[int, ...]) -> int:
+    """The step of the reduced copy that :func:`_interior_point` searches: at most ~96 pixels along each side."""
+    return max(1, int(np.ceil(max(shape) / 96)))
+
+
+def _interior_point(segmentation: np.ndarray, segment_id: int, reduced: np.ndarray | None = None) -> tuple[int, int]:
+    """(y, x) of a pixel deep inside the segment ``segment_id`` of an (H, W) id map: repeated erosion of a reduced
+    copy, then the survivor nearest to the survivors' centre (the centroid of a ring or a crescent lies outside it).
+
+    ``reduced``: ``segmentation[f // 2 :: f, f // 2 :: f]`` with ``f = _reduction(shape)``, when the caller has it."""
+    factor = _reduction(segmentation.shape)
+    if reduced is None:
+        reduced = segmentation[factor // 2 :: factor, factor // 2 :: factor]
+    small = reduced == segment_id  # (h, w)
+    if not small.any():  # a segment thinner than the step: search it at full resolution
+        small, factor = segmentation == segment_id, 1
     current = small
     while True:
         padded = np.pad(current, 1)  # outside the image counts as outside the mask
@@ -92,7 +121,7 @@ def _interior_point(mask: np.ndarray) -> tuple[int, int]:
     ys, xs = np.nonzero(current)
     nearest = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
     y, x = ys[nearest] * factor + factor // 2, xs[nearest] * factor + factor // 2
-    return min(int(y), mask.shape[0] - 1), min(int(x), mask.shape[1] - 1)
+    return min(int(y), segmentation.shape[0] - 1), min(int(x), segmentation.shape[1] - 1)
 
 
 def _overlaps(box: tuple[int, int, int, int], placed: list[tuple[int, int, int, int]]) -> bool:
@@ -116,11 +145,13 @@ def _draw_captions(canvas: Image.Image, segmentation: np.ndarray, segments: Sequ
     pad = max(1, size // 5)
     height, width = segmentation.shape
     placed: list[tuple[int, int, int, int]] = []
+    factor = _reduction(segmentation.shape)
+    reduced = segmentation[factor // 2 :: factor, factor // 2 :: factor]  # (h, w) a view: one pixel per factor^2
     for k in np.argsort(-areas, kind="stable"):
         if areas[k] < min_area:
             continue
         text = _caption_text(segments[k], id2label)
-        y, x = _interior_point(segmentation == segments[k]["id"])
+        y, x = _interior_point(segmentation, segments[k]["id"], reduced)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         box_w, box_h = right - left + 2 * pad, bottom - top + 2 * pad
         x0 = int(np.clip(x - box_w // 2, 0, max(0, width - box_w)))
@@ -169,6 +200,64 @@ def _side_by_side(parts: Sequence[Image.Image], gap: int) -> Image.Image:
     return canvas
 
 
+def _segment_index(segmentation: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(H, W) int64: the position in ``ids`` of each pixel's segment id, ``len(ids)`` where it is in none."""
+    if not len(ids):
+        return np.zeros(segmentation.shape, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    position = np.searchsorted(ids[order], segmentation).clip(0, len(ids) - 1)  # (H, W)
+    index = order[position]  # (H, W)
+    return np.where(ids[index] == segmentation, index, len(ids))
+
+
+def _blend(rgb: np.ndarray, index: np.ndarray, edge: np.ndarray, colors: np.ndarray, alpha: float,
+           desaturate: float) -> np.ndarray:
+    """(H, W, 3) uint8: segment colours blended over the muted photo where ``index`` names a segment, solid colour
+    on ``edge``, the photo elsewhere. rgb (H, W, 3) uint8; index (H, W) with ``len(colors) - 1`` for no segment."""
+    rgb = rgb.astype(np.float32)  # (H, W, 3)
+    painted = (index < len(colors) - 1)[..., None]  # (H, W, 1)
+    fill = colors[index]  # (H, W, 3) each pixel's segment colour
+    gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W) luminance
+    base = (1 - desaturate) * rgb + desaturate * gray[..., None]  # (H, W, 3) photo with its colours muted
+    out = np.where(painted, (1 - alpha) * base + alpha * fill, rgb)  # (H, W, 3)
+    out = np.where(edge[..., None], fill, out)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def _paint_reference(rgb: np.ndarray, segmentation: np.ndarray, ids: np.ndarray, colors: np.ndarray, alpha: float,
+                     desaturate: float, thickness: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole image at once: (H, W, 3) uint8 pixels and (S,) segment areas. The readable reference of
+    :func:`_paint_in_bands`; it holds several (H, W, 3) float copies (about 1 GB for 6000x4000)."""
+    index = _segment_index(segmentation, ids)  # (H, W) segment index, S = none
+    areas = np.bincount(index.reshape(-1), minlength=len(ids) + 1)[: len(ids)]  # (S,)
+    painted = index < len(ids)
+    edge = _boundary(np.where(painted, index, -1), thickness) & painted if thickness else np.zeros_like(painted)
+    return _blend(rgb, index, edge, colors, alpha, desaturate), areas
+
+
+def _paint_in_bands(rgb: np.ndarray, segmentation: np.ndarray, ids: np.ndarray, colors: np.ndarray, alpha: float,
+                    desaturate: float, thickness: int, rows: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`_paint_reference` computes, ``rows`` rows at a time (plus ``thickness`` rows either side for the
+    outlines), so that the float copies are of one band, with outlines by :func:`_boundary_by_counts`: the same
+    pixels, with memory bounded by the band and time independent of the outline's thickness."""
+    height = segmentation.shape[0]
+    out = np.empty(rgb.shape, dtype=np.uint8)  # (H, W, 3)
+    areas = np.zeros(len(ids), dtype=np.int64)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        low, high = max(0, top - thickness), min(height, bottom + thickness)  # the band and its halo
+        index = _segment_index(segmentation[low:high], ids)  # (h + halo, W)
+        painted = index < len(ids)
+        inner = slice(top - low, top - low + bottom - top)
+        if thickness:
+            edge = (_boundary_by_counts(np.where(painted, index, -1), thickness) & painted)[inner]
+        else:
+            edge = np.zeros_like(painted[inner])
+        out[top:bottom] = _blend(rgb[top:bottom], index[inner], edge, colors, alpha, desaturate)
+        areas += np.bincount(index[inner].reshape(-1), minlength=len(ids) + 1)[: len(ids)]
+    return out, areas
+
+
 def draw_segmentation(
     image: Image.Image | np.ndarray,
     segmentation: np.ndarray,
@@ -183,6 +272,7 @@ def draw_segmentation(
     side_by_side: bool = False,
     text_scale: float = 1.0,
     min_caption_area: float = 0.002,
+    plain: bool = False,
 ) -> Image.Image:
     """Draw segments over a photo.
 
@@ -199,15 +289,17 @@ def draw_segmentation(
         legend: add a panel listing the classes present with their share of the image.
         side_by_side: put the untouched photo left of the drawing.
         text_scale: multiplies the caption and legend text size (:func:`text_size`).
+        plain: paint with the whole-image reference (:func:`_paint_reference`) instead of in bands of rows
+            (:func:`_paint_in_bands`, the default: the same pixels, a fraction of the memory and time on big photos).
 
     Returns:
         An RGB image: (H, W) alone, wider with ``side_by_side`` and/or ``legend``.
     """
-    photo = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
-    rgb = np.asarray(photo, dtype=np.float32)  # (H, W, 3)
+    photo = image if isinstance(image, Image.Image) and image.mode == "RGB" else (
+        image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8)))
     segmentation = np.asarray(segmentation)
-    if rgb.shape[:2] != segmentation.shape:
-        raise ValueError(f"segmentation {segmentation.shape} and image {rgb.shape[:2]} sizes differ.")
+    if (photo.height, photo.width) != segmentation.shape:
+        raise ValueError(f"segmentation {segmentation.shape} and image {(photo.height, photo.width)} sizes differ.")
     height, width = segmentation.shape
     shade_of: dict[int, int] = {}
     colors = np.zeros((len(segments) + 1, 3), dtype=np.float32)  # (S + 1, 3); the last row: not a segment
@@ -215,27 +307,15 @@ def draw_segmentation(
         label_id = int(segment["label_id"])
         colors[k] = instance_color(label_id, shade_of.get(label_id, 0))
         shade_of[label_id] = shade_of.get(label_id, 0) + 1
-
     ids = np.array([int(s["id"]) for s in segments], dtype=np.int64)  # (S,)
-    order = np.argsort(ids, kind="stable")
-    position = np.searchsorted(ids[order], segmentation).clip(0, max(len(ids) - 1, 0))  # (H, W)
-    index = order[position] if len(ids) else np.zeros(segmentation.shape, dtype=np.int64)  # (H, W) segment index
-    painted = (ids[index] == segmentation) if len(ids) else np.zeros(segmentation.shape, dtype=bool)  # (H, W)
-    index = np.where(painted, index, len(segments))
-    areas = np.bincount(index.reshape(-1), minlength=len(segments) + 1)[: len(segments)]  # (S,)
-
-    gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W) luminance
-    base = (1 - desaturate) * rgb + desaturate * gray[..., None]  # (H, W, 3) photo with its colours muted
-    out = rgb.copy()
-    out[painted] = (1 - alpha) * base[painted] + alpha * colors[index[painted]]
-    if outline:
-        thickness = max(1, int(round(min(height, width) / 250)))
-        edge = _boundary(np.where(painted, index, -1), thickness) & painted  # (H, W)
-        out[edge] = colors[index[edge]]
-    canvas = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    thickness = max(1, int(round(min(height, width) / 250))) if outline else 0
+    paint = _paint_reference if plain else _paint_in_bands
+    pixels, areas = paint(np.asarray(photo), segmentation, ids, colors, alpha, desaturate, thickness)
+    canvas = Image.fromarray(pixels)
     size = text_size(height, width, text_scale)
     if captions and len(segments):
-        _draw_captions(canvas, segmentation, segments, colors, areas, id2label, size, min_caption_area * height * width)
+        _draw_captions(canvas, segmentation, segments, colors, areas, id2label, size,
+                       min_caption_area * height * width)
 
     parts = [photo, canvas] if side_by_side else [canvas]
     if legend:
@@ -264,6 +344,7 @@ def draw_semantic(
     legend: bool = True,
     side_by_side: bool = False,
     text_scale: float = 1.0,
+    plain: bool = False,
 ) -> Image.Image:
     """Draw an (H, W) map of class ids over a photo: one colour per class, a legend of the classes present (with
     their share of the image) on the right, optionally captions; pixels equal to ``ignore_index`` are left as they
@@ -275,5 +356,6 @@ def draw_semantic(
                             labels + 1, 0)  # (H, W) segment id = label + 1, 0 = nothing
     return draw_segmentation(image, segmentation, segments, id2label=id2label, alpha=alpha, desaturate=desaturate,
                              outline=outline,
-                             captions=captions, legend=legend, side_by_side=side_by_side, text_scale=text_scale)
+                             captions=captions, legend=legend, side_by_side=side_by_side, text_scale=text_scale,
+                             plain=plain)
 

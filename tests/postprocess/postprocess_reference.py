@@ -40,6 +40,22 @@ def realistic_outputs(batch=2, queries=20, classes=7, height=24, width=32, objec
     return FakeOutputs(logits, masks, image_sizes, padded_size)
 
 
+def random_outputs(batch=2, queries=100, classes=133, height=200, width=272, scale=3.0, seed=0) -> FakeOutputs:
+    """Unstructured outputs: every logit drawn from N(0, scale^2), "no object" included."""
+    gen = torch.Generator().manual_seed(seed)
+    return FakeOutputs(torch.randn(batch, queries, classes + 1, generator=gen) * scale,
+                       torch.randn(batch, queries, height, width, generator=gen) * scale)
+
+
+def soft_outputs(batch=2, queries=100, classes=133, height=200, width=272, seed=0) -> FakeOutputs:
+    """A trained model's layout at low contrast: blurry masks (logits within a few units of 0) and hesitant
+    classes (the right class a few logits ahead, "no object" only slightly favoured)."""
+    outputs = realistic_outputs(batch, queries, classes, height, width, objects=min(25, queries), seed=seed,
+                                sharpness=3.0)
+    outputs.class_queries_logits /= 4.0
+    return outputs
+
+
 def full_resolution_logits(outputs, index: int, target_size=None) -> torch.Tensor:
     """(Q, H, W) logits of one image: upsample to the padded size, crop the valid region, resize to the target."""
     masks = outputs.masks_queries_logits[index : index + 1].float()

@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from postprocess_reference import (
     full_resolution_logits,
+    random_outputs,
     realistic_outputs,
     reference_instances,
     reference_panoptic,
     reference_semantic_scores,
+    soft_outputs,
 )
 
 from mask2former import Mask2FormerImageProcessor
@@ -43,11 +45,12 @@ def target(geometry, index):
 CHUNKS = [1 << 24, 1000]
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["likely-first", "every-class"])
 @pytest.mark.parametrize("chunk_values", CHUNKS)
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_semantic_matches_reference(geometry, chunk_values):
-    outputs = outputs_for(geometry, classes=9)
-    results = semantic_segmentation(outputs, geometry[3], chunk_values=chunk_values)
+def test_semantic_matches_reference(geometry, chunk_values, fast):
+    outputs = outputs_for(geometry, classes=30, objects=4)  # 4 classes present of 30: most are unlikely
+    results = semantic_segmentation(outputs, geometry[3], chunk_values=chunk_values, fast=fast)
     for index, result in enumerate(results):
         scores = reference_semantic_scores(outputs, index, target(geometry, index))
         assert result.shape == scores.shape[1:] and result.dtype == torch.int64
@@ -69,6 +72,61 @@ def test_panoptic_matches_reference(geometry, chunk_values):
         assert result["segments_info"] == segments
         assert (result["segmentation"] != segmentation).float().mean() < 1e-4  # only float-rounding ties may differ
     assert any(segment["was_fused"] for result in results for segment in result["segments_info"])
+
+
+KINDS = {
+    "trained": lambda: realistic_outputs(batch=1, queries=50, classes=60, height=40, width=56, objects=10),
+    "random": lambda: random_outputs(batch=1, queries=50, classes=60, height=40, width=56),
+    "soft": lambda: soft_outputs(batch=1, queries=50, classes=60, height=40, width=56),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_semantic_likely_classes_first_equals_every_class(kind):
+    """The fast path against the reference on the three kinds of outputs the benchmark uses; 2000 values per chunk
+    also sends single pixels of a chunk to the every-class scoring."""
+    outputs = KINDS[kind]()
+    scores = reference_semantic_scores(outputs, 0)
+    top2 = scores.topk(2, dim=0).values
+    clear = top2[0] - top2[1] > 1e-5
+    for chunk_values in CHUNKS + [2000]:
+        fast = semantic_segmentation(outputs, chunk_values=chunk_values, fast=True)[0]
+        assert torch.equal(fast[clear], semantic_segmentation(outputs, fast=False)[0][clear])
+        assert torch.equal(fast[clear], scores.argmax(0)[clear])
+
+
+def test_an_unlikely_class_wins_where_no_likely_class_is_present():
+    """Two confident queries (classes 0 and 1) cover the left half; four hesitant queries, mostly "no object" and
+    spread over classes 10..39 with a lean towards class 20, cover the right half. Class 20 carries too little mass
+    to be scored first, and wins the right half through the every-class scoring of the pixels the bound leaves open."""
+    class_logits = torch.full((1, 6, 41), -10.0)
+    class_logits[0, 0, 0] = class_logits[0, 1, 1] = 10.0
+    class_logits[0, 2:, 10:40] = 0.0
+    class_logits[0, 2:, 20] = 1.0
+    class_logits[0, 2:, 40] = 6.0  # "no object" most likely
+    masks = torch.full((1, 6, 8, 8), -20.0)
+    masks[0, :2, :, :4] = 20.0
+    masks[0, 2:, :, 4:] = 10.0
+    outputs = SimpleNamespace(class_queries_logits=class_logits, masks_queries_logits=masks)
+    fast = semantic_segmentation(outputs, fast=True)[0]
+    assert torch.equal(fast, semantic_segmentation(outputs, fast=False)[0])
+    assert set(fast[:, :14].unique().tolist()) <= {0, 1} and (fast[:, 18:] == 20).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_of_output_matches_reference(kind):
+    """Panoptic and instance on trained, random and soft outputs (random: low thresholds so that segments exist)."""
+    outputs = KINDS[kind]()
+    threshold = 0.5 if kind == "trained" else 0.02
+    result = panoptic_segmentation(outputs, threshold=threshold, label_ids_to_fuse={0, 1})[0]
+    segmentation, segments = reference_panoptic(outputs, 0, threshold=threshold, fuse={0, 1})
+    assert result["segments_info"] == segments
+    assert (result["segmentation"] != segmentation).float().mean() < 1e-4
+    binary = instance_segmentation(outputs, threshold=threshold, return_binary_maps=True)[0]
+    instances = reference_instances(outputs, 0, threshold=threshold)
+    assert [info["label_id"] for info in binary["segments_info"]] == [label for _, label, _ in instances]
+    for (score, _, mask), info, ours in zip(instances, binary["segments_info"], binary["segmentation"]):
+        assert abs(info["score"] - score) < 1e-5 and (ours != mask).float().mean() < 1e-4
 
 
 def test_larger_scene_matches_reference():

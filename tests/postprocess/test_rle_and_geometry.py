@@ -45,11 +45,3 @@ def test_rle_matches_pycocotools():
     large = np.zeros((1000, 1200), dtype=bool)
     large[400:, 700:] = True  # runs longer than 2**16
     assert rle.encode(large)["counts"] == mask_utils.encode(np.asfortranarray(large.astype(np.uint8)))["counts"].decode()
-
-
-def test_rle_of_a_box_equals_rle_of_the_full_mask():
-    rng = np.random.default_rng(1)
-    box = rng.random((7, 9)) < 0.5
-    full = np.zeros((20, 30), dtype=bool)
-    full[5:12, 13:22] = box
-    assert rle.encode_box(box, 5, 13, 20, 30) == rle.encode(full)

@@ -51,13 +51,13 @@ def test_killed_run_resumes_to_the_same_weights(synthetic, tmp_path, monkeypatch
     calls = {"n": 0}
     real = loop._to_device
 
-    def crash_on_third_step(batch, device):
+    def crash_on_fourth_step(batch, device):  # after step 3 was logged, one step past the checkpoint
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 4:
             raise _Crash()
         return real(batch, device)
 
-    monkeypatch.setattr(loop, "_to_device", crash_on_third_step)
+    monkeypatch.setattr(loop, "_to_device", crash_on_fourth_step)
     with pytest.raises(_Crash):
         loop.train(_config(synthetic, tmp_path / "b"))
     monkeypatch.setattr(loop, "_to_device", real)
@@ -72,6 +72,54 @@ def test_killed_run_resumes_to_the_same_weights(synthetic, tmp_path, monkeypatch
     records = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     starts = [record for record in records if record.get("event") == "start"]  # one line per start, with the version
     assert [record["step"] for record in starts] == [0, 2] and all("mask2former_version" in r for r in starts)
+    assert [record["step"] for record in records if "loss" in record] == [1, 2, 3, 4]  # each step once
+    with pytest.raises(FileNotFoundError, match="holds no training run to resume"):
+        loop.train(_config(synthetic, tmp_path / "never"), resume=True)
+    assert not (tmp_path / "never").exists()
+
+
+def _copy_dataset(spec: DataSpec, root: Path) -> DataSpec:
+    import shutil
+
+    for name in ("images", "panoptic"):
+        shutil.copytree(Path(spec.images).parent / name, root / name)
+    shutil.copy(spec.annotations, root / "panoptic.json")
+    return DataSpec(format="coco_panoptic", images=str(root / "images"), annotations=str(root / "panoptic.json"),
+                    masks=str(root / "panoptic"))
+
+
+def test_missing_files_fail_before_the_first_step_all_named(synthetic, tmp_path):
+    data = _copy_dataset(synthetic, tmp_path / "data")
+    images = sorted(Path(data.images).iterdir())
+    images[0].unlink()
+    (Path(data.masks) / (images[3].stem + ".png")).unlink()
+    with pytest.raises(loop.TrainingDataError, match="2 file") as caught:
+        loop.train(_config(data, tmp_path / "run"))
+    assert str(images[0]) in str(caught.value) and images[3].stem + ".png" in str(caught.value)
+    assert "no training step" in str(caught.value) and not (tmp_path / "run").exists()
+
+
+def test_unreadable_files_are_skipped_by_name_and_too_many_stop_the_run(synthetic, tmp_path):
+    data = _copy_dataset(synthetic, tmp_path / "data")
+    broken = sorted(Path(data.images).iterdir())[2]
+    broken.write_bytes(broken.read_bytes()[:40])  # a file cut short: exists, does not decode
+    result = loop.train(_config(data, tmp_path / "tolerant", max_steps=3, max_unreadable_fraction=0.5))
+    assert result.step == 3 and (tmp_path / "tolerant" / "model" / "model.safetensors").is_file()
+    records = [json.loads(line) for line in (tmp_path / "tolerant" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "skipped" and r["file"] == str(broken) for r in records)
+    assert list(result.skipped) == [str(broken)]
+    with pytest.raises(loop.TrainingDataError, match=f"1 of 6 training samples could not be read.*{broken.name}"):
+        loop.train(_config(data, tmp_path / "strict", max_steps=3))  # default: more than 1% unreadable stops
+
+
+def test_a_broken_validation_image_does_not_lose_the_trained_model(synthetic, tmp_path):
+    val = _copy_dataset(synthetic, tmp_path / "val")
+    broken = sorted(Path(val.images).iterdir())[0]
+    broken.write_bytes(b"not an image at all")
+    with pytest.raises(RuntimeError, match="evaluation at step 2 failed.*saved in") as caught:
+        loop.train(_config(synthetic, tmp_path / "run", max_steps=2, val_data=val))
+    assert broken.name in str(caught.value)
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
 def test_existing_run_is_not_overwritten(synthetic, tmp_path):

@@ -13,9 +13,18 @@ from .formats import PathLike, categories_from_coco, read_json, read_panoptic_pn
 from .sample import Sample, SegmentationDataset, Transform, empty_targets
 
 
-def _check_categories(annotation_file: Path, known: set[int], category_id: Any, where: str) -> None:
-    if int(category_id) not in known:
-        raise ValueError(f"{annotation_file}: {where} has unknown category id {category_id}")
+def _check_categories(annotation_file: Path, known: set[int], category_id: Any, where: str,
+                      problems: list[str]) -> None:
+    if not isinstance(category_id, int) or category_id not in known:
+        problems.append(f"{where} has unknown category id {category_id!r}")
+
+
+def raise_problems(annotation_file: Path, problems: list[str], shown: int = 10) -> None:
+    """One ``ValueError`` listing every problem found in an annotation file (the first ``shown`` by name)."""
+    if problems:
+        more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise ValueError(f"{annotation_file}: {len(problems)} problem(s): {'; '.join(problems[:shown])}{more}. Fix "
+                         f"the annotations (the categories list holds the known ids).")
 
 
 class CocoPanopticDataset(SegmentationDataset):
@@ -46,16 +55,24 @@ class CocoPanopticDataset(SegmentationDataset):
         images = {image["id"]: image for image in data["images"]}
         known = set(self.category_id_to_label_id)
         self._items: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (image entry, annotation)
+        problems: list[str] = []
         for annotation in data["annotations"]:
             if annotation["image_id"] not in images:
-                raise ValueError(f"{self.annotation_file}: annotation for unknown image id {annotation['image_id']}")
+                problems.append(f"an annotation is for unknown image id {annotation['image_id']!r}")
+                continue
             for segment in annotation["segments_info"]:
                 where = f"segment {segment['id']} of image {annotation['image_id']}"
-                _check_categories(self.annotation_file, known, segment["category_id"], where)
+                _check_categories(self.annotation_file, known, segment["category_id"], where, problems)
             self._items.append((images[annotation["image_id"]], annotation))
+        raise_problems(self.annotation_file, problems)
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def files(self) -> list[Path]:
+        """Every file the samples read: each image and its panoptic PNG."""
+        return [path for index, (image, _) in enumerate(self._items)
+                for path in (self.image_dir / image["file_name"], self.png_path(index))]
 
     def png_path(self, index: int) -> Path:
         image_entry, annotation = self._items[index]
@@ -141,6 +158,7 @@ class CocoInstanceDataset(SegmentationDataset):
         transform: Transform | None = None,
         seed: int | None = None,
     ):
+        require("pycocotools.mask", "coco", "Reading COCO instance masks")  # before a run starts, not at step 1
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
         data = read_json(self.annotation_file)
@@ -149,15 +167,22 @@ class CocoInstanceDataset(SegmentationDataset):
         image_ids = {image["id"] for image in self._images}
         known = set(self.category_id_to_label_id)
         self._annotations: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        problems: list[str] = []
         for annotation in data.get("annotations", []):
             where = f"annotation {annotation.get('id')}"
             if annotation["image_id"] not in image_ids:
-                raise ValueError(f"{self.annotation_file}: {where} refers to unknown image id {annotation['image_id']}")
-            _check_categories(self.annotation_file, known, annotation["category_id"], where)
+                problems.append(f"{where} refers to unknown image id {annotation['image_id']!r}")
+                continue
+            _check_categories(self.annotation_file, known, annotation["category_id"], where, problems)
             self._annotations[annotation["image_id"]].append(annotation)
+        raise_problems(self.annotation_file, problems)
 
     def __len__(self) -> int:
         return len(self._images)
+
+    def files(self) -> list[Path]:
+        """Every file the samples read: the images."""
+        return [self.image_dir / entry["file_name"] for entry in self._images]
 
     def load(self, index: int) -> Sample:
         entry = self._images[index]

@@ -67,8 +67,11 @@ def read_panoptic_png(path: PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"panoptic PNG not found: {path}")
-    with Image.open(path) as image:
-        return rgb_to_id(np.asarray(image.convert("RGB")))
+    try:
+        with Image.open(path) as image:
+            return rgb_to_id(np.asarray(image.convert("RGB")))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read it as a panoptic PNG ({error}).") from None
 
 
 def write_panoptic_png(path: PathLike, ids: np.ndarray) -> None:
@@ -81,10 +84,15 @@ def read_label_png(path: PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label PNG not found: {path}")
-    with Image.open(path) as image:
-        if image.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(f"label PNG must have one channel, got mode {image.mode}: {path}")
-        return np.asarray(image).astype(np.int64)
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            labels = np.asarray(image).astype(np.int64) if mode in ("L", "P", "I", "I;16") else None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read it as a label PNG ({error}).") from None
+    if labels is None:
+        raise ValueError(f"label PNG must have one channel, got mode {mode}: {path}")
+    return labels
 
 
 def write_label_png(path: PathLike, labels: np.ndarray) -> None:
@@ -96,20 +104,22 @@ def write_label_png(path: PathLike, labels: np.ndarray) -> None:
 
 
 def read_rgb_image(path: PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels; raises ``FileNotFoundError`` naming a missing file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """(H, W, 3) uint8 RGB pixels as :func:`mask2former.preprocess.read.read_image` reads them (EXIF orientation
+    applied, every mode to 8-bit RGB); raises ``FileNotFoundError`` naming a missing file."""
+    from mask2former.preprocess.read import read_image
+
+    return np.asarray(read_image(path))
 
 
 def read_json(path: PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"JSON file not found: {path}")
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from None
 
 
 def mask_to_uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:

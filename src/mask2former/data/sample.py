@@ -103,6 +103,10 @@ class SegmentationDataset(Dataset):
             return np.random.default_rng()
         return np.random.default_rng((self.seed, self.epoch, index))
 
+    def files(self) -> list[Any]:
+        """Every file (``pathlib.Path``) the samples read, to check before a run that they all exist."""
+        return []
+
     def load(self, index: int) -> Sample:
         """The untransformed sample ``index``; subclasses read their files here."""
         raise NotImplementedError

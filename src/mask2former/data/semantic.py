@@ -47,16 +47,21 @@ class SemanticFolderDataset(SegmentationDataset):
             raise FileNotFoundError(f"label folder not found: {self.label_dir}")
         images = {p.stem: p for p in sorted(self.image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
         labels = {p.stem: p for p in sorted(self.label_dir.iterdir()) if p.suffix.lower() == ".png"}
-        for stem, path in labels.items():
-            if stem not in images:
-                raise ValueError(f"label PNG has no image in {self.image_dir}: {path}")
-        for stem, path in images.items():
-            if stem not in labels:
-                raise ValueError(f"image has no label PNG in {self.label_dir}: {path}")
+        problems = [f"label PNG has no image in {self.image_dir}: {path}" for stem, path in labels.items()
+                    if stem not in images]
+        problems += [f"image has no label PNG in {self.label_dir}: {path}" for stem, path in images.items()
+                     if stem not in labels]
+        if problems:
+            more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+            raise ValueError(f"{len(problems)} unpaired file(s): {'; '.join(problems[:10])}{more}.")
         self._pairs = [(images[stem], labels[stem]) for stem in sorted(images)]
 
     def __len__(self) -> int:
         return len(self._pairs)
+
+    def files(self) -> list[Path]:
+        """Every file the samples read: each image and its label PNG."""
+        return [path for pair in self._pairs for path in pair]
 
     def label_map(self, index: int) -> np.ndarray:
         """(H, W) int64 contiguous labels of ``index`` with ``ignore_index`` for unlabelled pixels (mIoU input)."""

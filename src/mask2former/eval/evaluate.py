@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from mask2former import distributed
 from mask2former.data.sample import masks_to_panoptic, masks_to_semantic
 from mask2former.eval.instance import evaluate_instance_segmentation, masks_to_coco_results
 from mask2former.eval.panoptic_quality import PanopticQuality
@@ -18,7 +19,7 @@ from mask2former.eval.semantic import ConfusionMatrix
 
 
 def _distributed(world_size: int) -> bool:
-    return world_size > 1 and dist.is_available() and dist.is_initialized()
+    return world_size > 1 and distributed.current()[1] > 1
 
 
 @torch.no_grad()
@@ -103,8 +104,7 @@ def evaluate_model(model: Any, dataset: Any, *, task: str = "panoptic", processo
             confusion.matrix = matrix.cpu().numpy()  # type: ignore[union-attr]
         return confusion.compute()  # type: ignore[union-attr]
     if _distributed(world_size):
-        gathered: list[Any] = [None] * world_size
-        dist.all_gather_object(gathered, (gt_images, gt_annotations, results))
+        gathered = distributed.gather((gt_images, gt_annotations, results), world_size)
         gt_images = [x for part in gathered for x in part[0]]
         gt_annotations = [x for part in gathered for x in part[1]]
         results = [x for part in gathered for x in part[2]]

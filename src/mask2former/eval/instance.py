@@ -81,6 +81,11 @@ def evaluate_instance_segmentation(
 
     coco_gt = _load_ground_truth(gt)
     detections = read_json(results) if isinstance(results, (str, Path)) else copy.deepcopy(list(results))
+    where = results if isinstance(results, (str, Path)) else "results"
+    needed = ("image_id", "category_id", "segmentation", "score")
+    if not isinstance(detections, list) or not all(isinstance(d, dict) and all(k in d for k in needed)
+                                                   for d in detections):
+        raise ValueError(f"{where}: not COCO results (a list of {{{', '.join(needed)}}} objects).")
     if not detections:
         output: dict[str, Any] = {name: 0.0 for name in AP_NAMES}
         if per_class:

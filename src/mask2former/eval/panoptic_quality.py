@@ -208,13 +208,22 @@ def evaluate_panoptic_files(
     gt_folder = Path(gt_folder) if gt_folder is not None else gt_json.with_suffix("")
     pred_folder = Path(pred_folder) if pred_folder is not None else pred_json.with_suffix("")
     gt_data, pred_data = read_json(gt_json), read_json(pred_json)
+    for path, data, keys in ((gt_json, gt_data, ("annotations", "categories")), (pred_json, pred_data,
+                                                                                 ("annotations",))):
+        if not isinstance(data, dict) or any(not isinstance(data.get(key), list) for key in keys):
+            raise ValueError(f"{path}: not a COCO panoptic JSON (it needs {' and '.join(keys)} lists).")
     metric = PanopticQuality.from_coco_categories(gt_data["categories"])
-    predictions = {annotation["image_id"]: annotation for annotation in pred_data["annotations"]}
+    try:
+        predictions = {annotation["image_id"]: annotation for annotation in pred_data["annotations"]}
+    except (KeyError, TypeError):
+        raise ValueError(f"{pred_json}: every annotation needs an image_id.") from None
     for gt_annotation in gt_data["annotations"]:
         image_id = gt_annotation["image_id"]
         if image_id not in predictions:
             raise ValueError(f"{pred_json}: no prediction for image id {image_id}")
         prediction = predictions[image_id]
+        if not isinstance(prediction.get("file_name"), str) or not isinstance(prediction.get("segments_info"), list):
+            raise ValueError(f"{pred_json}: the annotation of image id {image_id} needs file_name and segments_info.")
         gt_png, pred_png = gt_folder / gt_annotation["file_name"], pred_folder / prediction["file_name"]
         try:
             metric.update(

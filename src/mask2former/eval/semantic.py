@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..data.formats import PathLike, read_label_png
-from ..data.semantic import reduce_labels as _reduce_labels
+from ..preprocess.targets import reduce_labels as _reduce_labels
 
 
 class ConfusionMatrix:

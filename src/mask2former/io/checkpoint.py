@@ -108,8 +108,9 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
 
 def read_checkpoint_weights(path_or_hub_id: str | os.PathLike[str], **hub_kwargs: Any) -> dict[str, Tensor]:
-    """All weights of a checkpoint directory or hub id: safetensors (single or sharded) first, then the .bin file."""
-    from mask2former.io.hub import CheckpointNotFoundError, resolve_file
+    """All weights of a checkpoint directory or hub id: safetensors (single or sharded) first, then the .bin file.
+    ``hub_kwargs``: those of ``hub.resolve_file`` (``subfolder``, ``revision``, ...)."""
+    from mask2former.hub import CheckpointNotFoundError, resolve_file
 
     source = Path(path_or_hub_id)
     if source.is_file():

@@ -50,6 +50,20 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return _DTYPES[dtype]
 
 
+def _transformers_placement(kwargs: dict[str, Any], dtype: Any, device: Any) -> tuple[Any, Any]:
+    """transformers' other spellings: ``torch_dtype`` (older name of ``dtype``) and ``device_map`` naming one device
+    (popped from ``kwargs``); a per-module ``device_map`` is refused."""
+    if "torch_dtype" in kwargs:
+        dtype = kwargs.pop("torch_dtype") if dtype is None else dtype
+    if "device_map" in kwargs:
+        device_map = kwargs.pop("device_map")
+        if not isinstance(device_map, (str, torch.device, int)) or device_map == "auto":
+            raise ValueError(f"device_map={device_map!r}: this library places the whole model on one device; pass "
+                             "device='cpu', 'cuda', 'cuda:1', ... (or device_map naming one device).")
+        device = device_map if device is None else device
+    return dtype, device
+
+
 class PretrainedMixin:
     """Adds ``from_pretrained``, ``save_pretrained`` and ``num_parameters`` to a Mask2Former ``nn.Module``."""
 
@@ -63,34 +77,58 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(
         cls: type[ModelT],
-        pretrained_model_name_or_path: str | os.PathLike[str],
+        pretrained_model_name_or_path: str | os.PathLike[str] | None,
         *,
-        config: Mask2FormerConfig | None = None,
+        config: Mask2FormerConfig | str | os.PathLike[str] | None = None,
+        state_dict: dict[str, Tensor] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
         strict: bool = True,
         ignore_mismatched_sizes: bool = False,
+        output_loading_info: bool = False,
+        subfolder: str = "",
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
         **config_overrides: Any,
-    ) -> ModelT:
-        """Load a checkpoint directory or hub id (e.g. ``facebook/mask2former-swin-tiny-coco-panoptic``).
+    ) -> ModelT | tuple[ModelT, dict[str, Any]]:
+        """Load a checkpoint directory or hub id (e.g. ``facebook/mask2former-swin-tiny-coco-panoptic``), optionally
+        in its ``subfolder``.
 
         ``config_overrides`` change config fields before the model is built (e.g. ``num_labels=3`` with
-        ``ignore_mismatched_sizes=True`` to start fine-tuning with a new class head). Returns the model in eval mode on
-        ``device`` with ``dtype``; ``model.load_report`` says which checkpoint keys were ignored or missing.
+        ``ignore_mismatched_sizes=True`` to start fine-tuning with a new class head); a keyword that is neither an
+        argument here nor a config field raises ``TypeError``. ``config`` replaces the checkpoint's config.json (a
+        config or where to read one); ``state_dict`` replaces its weights (our names or transformers', in memory or
+        in files), and with both the path may be ``None``. Returns the model in eval mode on ``device`` with ``dtype``;
+        ``model.load_report`` says which checkpoint keys were ignored or missing, and ``output_loading_info=True``
+        returns ``(model, {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"})`` as transformers does.
         """
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        dtype, device = _transformers_placement(config_overrides, dtype, device)
+        if pretrained_model_name_or_path is None and (config is None or state_dict is None):
+            raise ValueError("from_pretrained(None, ...) needs both config= and state_dict=; otherwise pass a "
+                             "checkpoint directory or hub id.")
+        if isinstance(config, (str, os.PathLike)):
+            config = Mask2FormerConfig.from_pretrained(config, **hub)
         if config is None:
-            config = Mask2FormerConfig.from_pretrained(pretrained_model_name_or_path, **hub, **config_overrides)
+            config, unused = Mask2FormerConfig.from_pretrained(  # type: ignore[misc]
+                pretrained_model_name_or_path, subfolder=subfolder, return_unused_kwargs=True, **hub,
+                **config_overrides)
+            if unused:
+                raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(unused)}: "
+                                "they are neither loading options nor fields of Mask2FormerConfig.")
         elif config_overrides:
             raise ValueError("Pass config overrides either inside `config` or as keyword arguments, not both.")
-        weights = _to_full_keys(read_checkpoint_weights(pretrained_model_name_or_path, **hub))
+        if state_dict is None:
+            state_dict = read_checkpoint_weights(pretrained_model_name_or_path, subfolder=subfolder,  # type: ignore[arg-type]
+                                                 **hub)
+        weights = _to_full_keys(dict(state_dict))
         weights, ignored = to_native_layout(weights, config.backbone_config.model_type)
+        head_keys = []
         if cls._is_body():
-            ignored += [key for key in weights if key.startswith(_HEAD_PREFIXES)]
+            head_keys = [key for key in weights if key.startswith(_HEAD_PREFIXES)]
+            ignored += head_keys
             weights = {key[len("model."):]: value for key, value in weights.items() if key.startswith("model.")}
         model = cls._without_pretrained_backbone(config)
         if not cls._is_body():
@@ -101,7 +139,12 @@ class PretrainedMixin:
         )
         model.eval()  # type: ignore[attr-defined]
         model.to(device=device, dtype=resolve_dtype(dtype))  # type: ignore[attr-defined]
-        return model
+        if not output_loading_info:
+            return model
+        report = model.load_report
+        info = {"missing_keys": set(report.missing), "unexpected_keys": set(report.unexpected) | set(head_keys),
+                "mismatched_keys": {key for key, _, _ in report.mismatched}, "error_msgs": []}
+        return model, info
 
     @classmethod
     def from_original_checkpoint(

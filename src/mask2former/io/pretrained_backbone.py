@@ -18,7 +18,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mask2former.io.checkpoint import LoadReport, load_into_model, read_checkpoint_weights
-from mask2former.io.hub import CheckpointNotFoundError, resolve_file
+from mask2former.hub import CheckpointNotFoundError, resolve_file
 from mask2former.modeling.backbones.registry import backbone_entry
 
 

@@ -6,6 +6,7 @@ The module names (``pixel_level_module.encoder``/``decoder``, ``transformer_modu
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from mask2former.modeling.builder import (
     build_pixel_decoder,
     build_transformer_decoder,
 )
-from mask2former.modeling.checkpointing import GradientCheckpointingMixin
+from mask2former.modeling.recompute import GradientCheckpointingMixin
 from mask2former.modeling.outputs import (
     Mask2FormerForUniversalSegmentationOutput,
     Mask2FormerModelOutput,
@@ -84,6 +85,8 @@ def check_pixel_values(pixel_values: Tensor, num_channels: int, pixel_mask: Tens
 class Mask2FormerModel(PretrainedMixin, GradientCheckpointingMixin, nn.Module):
     """The Mask2Former body: returns the hidden states needed to compute class and mask logits."""
 
+    main_input_name = "pixel_values"
+
     def __init__(self, config: Mask2FormerConfig) -> None:
         super().__init__()
         config.validate()
@@ -144,6 +147,7 @@ class Mask2FormerModel(PretrainedMixin, GradientCheckpointingMixin, nn.Module):
 class Mask2FormerForUniversalSegmentation(PretrainedMixin, GradientCheckpointingMixin, nn.Module):
     """Mask2Former with its class head: one model for panoptic, instance and semantic segmentation."""
 
+    main_input_name = "pixel_values"
     _checkpoint_prefix = ""
 
     def __init__(self, config: Mask2FormerConfig) -> None:
@@ -167,7 +171,8 @@ class Mask2FormerForUniversalSegmentation(PretrainedMixin, GradientCheckpointing
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
     ) -> Mask2FormerForUniversalSegmentationOutput | tuple:
-        """Class logits (B, Q, K+1) and mask logits (B, Q, H/4, W/4); the loss when labels are given.
+        """Class logits (B, Q, K+1) and mask logits (B, Q, H/4, W/4); the loss when both kinds of labels are given
+        (as in transformers, one kind alone computes no loss).
 
         mask_labels: one (N_i, H, W) binary tensor per image (any resolution, e.g. the processor's padded size).
         class_labels: one (N_i,) int64 tensor per image, values in [0, num_labels). N_i may be 0.
@@ -178,7 +183,11 @@ class Mask2FormerForUniversalSegmentation(PretrainedMixin, GradientCheckpointing
         as_dict = config.return_dict if return_dict is None else return_dict
         aux = config.output_auxiliary_logits if output_auxiliary_logits is None else output_auxiliary_logits
 
-        training = mask_labels is not None or class_labels is not None
+        training = mask_labels is not None and class_labels is not None
+        if (mask_labels is None) != (class_labels is None):
+            given = "mask_labels" if class_labels is None else "class_labels"
+            warnings.warn(f"{given} given alone: no loss is computed (that needs mask_labels and class_labels).",
+                          stacklevel=2)
         # Without a loss or auxiliary outputs, the intermediate masks are only computed at the size they are used at.
         f = self.model.compute_features(pixel_values, pixel_mask, output_attentions=attentions,
                                         intermediate_masks=bool(aux) or training)
@@ -212,11 +221,9 @@ class Mask2FormerForUniversalSegmentation(PretrainedMixin, GradientCheckpointing
         )
         return output if as_dict else output.to_tuple()
 
-    def _loss(self, class_logits: list[Tensor], mask_logits: list[Tensor], mask_labels: list[Tensor] | None,
-              class_labels: list[Tensor] | None, batch_size: int) -> tuple[dict[str, Tensor], Tensor]:
+    def _loss(self, class_logits: list[Tensor], mask_logits: list[Tensor], mask_labels: list[Tensor],
+              class_labels: list[Tensor], batch_size: int) -> tuple[dict[str, Tensor], Tensor]:
         """Weighted loss terms by name and their sum; auxiliary layers only when ``use_auxiliary_loss``."""
-        if mask_labels is None or class_labels is None:
-            raise ValueError("Training needs both mask_labels and class_labels (one entry per image), or neither.")
         if len(mask_labels) != batch_size or len(class_labels) != batch_size:
             raise ValueError(
                 f"mask_labels and class_labels need one entry per image: batch of {batch_size}, got "

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import FeatureInfo
-from .checkpointing import call_layer
+from .recompute import call_layer
 from .chunked import by_slabs, slab_edges, slabs_pay
 from .deformable_attention import MultiScaleDeformableAttention
 from .inplace import add_into, relu_into

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mask2former.modeling.checkpointing import call_layer
+from mask2former.modeling.recompute import call_layer
 from mask2former.modeling.position_encoding import sine_position_embedding
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
@@ -263,9 +263,11 @@ class MaskedAttentionDecoder(nn.Module):
         self.mask_predictor = MaskPredictor(hidden_dim, mask_dim)
 
     def predict(self, x: Tensor, mask_features: Tensor) -> tuple[Tensor, Tensor]:
-        """Prediction head: x (B, Q, C) -> normalised queries (B, Q, C) and mask logits (B, Q, H4, W4)."""
-        normed = self.layernorm(x)  # (B, Q, C)
-        return normed, self.mask_predictor(normed, mask_features)
+        """Prediction head: x (B, Q, C) -> normalised queries (Q, B, C) and mask logits (B, Q, H4, W4).
+
+        The mask head reads the returned (Q, B, C) view, so that gradients of the masks reach it."""
+        normed = self.layernorm(x).transpose(0, 1)  # (Q, B, C)
+        return normed, self.mask_predictor(normed.transpose(0, 1), mask_features)
 
 
 @dataclass
@@ -415,7 +417,7 @@ class MaskedAttentionTransformer(nn.Module):
         num_layers = len(self.decoder.layers)
 
         def predict(x: Tensor, after_layer: int) -> tuple[Tensor, Tensor]:
-            """Prediction after layer ``after_layer`` (-1: before the first): (B, Q, C), (B, Q, h, w)."""
+            """Prediction after layer ``after_layer`` (-1: before the first): (Q, B, C), (B, Q, h, w)."""
             if level_features is None or after_layer == num_layers - 1:
                 return self.decoder.predict(x, mask_features)
             return self.decoder.predict(x, level_features[(after_layer + 1) % self.num_levels])
@@ -424,9 +426,12 @@ class MaskedAttentionTransformer(nn.Module):
         query_pos = self.queries_embedder.weight.unsqueeze(0)  # (1, Q, C)
         x = self.queries_features.weight.unsqueeze(0).expand(batch, -1, -1)  # (B, Q, C)
 
-        hidden_states, intermediate, masks = [x], [], []
+        # The returned (Q, B, C) states are views that the computation goes on from (x is taken back from each), so
+        # that a loss reaches them: ``h.retain_grad()`` on any of them gets its gradient.
+        hidden_states, intermediate, masks = [x.transpose(0, 1)], [], []
+        x = hidden_states[-1].transpose(0, 1)  # (B, Q, C)
         attentions: list[Tensor] = []
-        normed, mask_logits = predict(x, -1)  # (B, Q, C), (B, Q, H4, W4) or (B, Q, H_0, W_0)
+        normed, mask_logits = predict(x, -1)  # (Q, B, C), (B, Q, H4, W4) or (B, Q, H_0, W_0)
         intermediate.append(normed)
         masks.append(mask_logits)
         for index, layer in enumerate(self.decoder.layers):
@@ -436,8 +441,9 @@ class MaskedAttentionTransformer(nn.Module):
                 layer, self.gradient_checkpointing, x, query_pos, memories[level], memory_pos[level], blocked,
                 output_attentions,
             )
+            hidden_states.append(x.transpose(0, 1))  # (Q, B, C)
+            x = hidden_states[-1].transpose(0, 1)
             normed, mask_logits = predict(x, index)
-            hidden_states.append(x)
             intermediate.append(normed)
             masks.append(mask_logits)
             if weights is not None:
@@ -447,8 +453,8 @@ class MaskedAttentionTransformer(nn.Module):
 
         return TransformerDecoderOutput(
             last_hidden_state=x,
-            hidden_states=tuple(h.transpose(0, 1) for h in hidden_states),  # (Q, B, C) each
-            intermediate_states=tuple(h.transpose(0, 1) for h in intermediate),  # (Q, B, C) each
+            hidden_states=tuple(hidden_states),  # (Q, B, C) each
+            intermediate_states=tuple(intermediate),  # (Q, B, C) each
             masks_queries_logits=tuple(masks),
             attentions=tuple(attentions) if output_attentions else None,
         )

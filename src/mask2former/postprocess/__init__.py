@@ -6,6 +6,8 @@ Each post-processor brings every image's mask logits to its target size the way 
 
 from .instance import TOP_K_INSTANCES, instance_segmentation
 from .panoptic import panoptic_segmentation
-from .semantic import semantic_segmentation
+from .rle import binary_mask_to_rle, convert_segmentation_to_rle
+from .semantic import SemanticSegmentationResult, semantic_segmentation
 
-__all__ = ["TOP_K_INSTANCES", "instance_segmentation", "panoptic_segmentation", "semantic_segmentation"]
+__all__ = ["TOP_K_INSTANCES", "SemanticSegmentationResult", "binary_mask_to_rle", "convert_segmentation_to_rle",
+           "instance_segmentation", "panoptic_segmentation", "semantic_segmentation"]

@@ -60,14 +60,18 @@ def chunks(count: int, values_per_item: int, chunk_values: int = CHUNK_VALUES) -
 def mask_logits(masks: Tensor, geometry: ImageGeometry, chunk_values: int = CHUNK_VALUES) -> Tensor:
     """(n, h, w) low-resolution mask logits of one image -> (n, T_h, T_w) float32 logits at its target size.
 
-    Chunked over queries so that the padded-size intermediate holds at most ``chunk_values`` values.
+    Where the padding is cropped or the image resized, the padded-size intermediate is computed in chunks of queries
+    holding at most ``chunk_values`` values.
     """
-    n = len(masks)
     (pad_h, pad_w), (valid_h, valid_w), target = geometry.padded, geometry.valid, geometry.target
-    out = torch.empty(n, *target, dtype=torch.float32, device=masks.device)
-    for part in chunks(n, pad_h * pad_w, chunk_values):
-        chunk = masks[None, part].float()  # (1, n', h, w)
-        up = F.interpolate(chunk, size=(pad_h, pad_w), mode="bilinear", align_corners=False)
+    masks = masks.float()
+    if len(masks) == 0:
+        return masks.new_zeros(0, *target)
+    if geometry.valid == geometry.padded == target:  # no intermediate: the upsampled logits are the result
+        return F.interpolate(masks[None], size=target, mode="bilinear", align_corners=False)[0]
+    out = torch.empty(len(masks), *target, dtype=torch.float32, device=masks.device)
+    for part in chunks(len(masks), pad_h * pad_w, chunk_values):
+        up = F.interpolate(masks[None, part], size=(pad_h, pad_w), mode="bilinear", align_corners=False)
         up = up[:, :, :valid_h, :valid_w]  # (1, n', h_valid, w_valid): the image's padding cropped off
         if target != (valid_h, valid_w):
             up = F.interpolate(up, size=target, mode="bilinear", align_corners=False)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import rle
-from .geometry import CHUNK_VALUES, batch_geometry, chunks, mask_probabilities
+from .geometry import CHUNK_VALUES, batch_geometry, mask_probabilities
 
 TOP_K_INSTANCES = 100  # (query, class) pairs scored per image, as the original's test_topk_per_image
 
@@ -46,7 +46,7 @@ def instance_segmentation(
         probs = mask_probabilities(outputs.masks_queries_logits[b, unique], geometry, chunk_values)  # (u, P)
         binary = probs > mask_threshold  # (u, P)
         area = binary.sum(1)  # (u,)
-        mask_score = (probs * binary).sum(1) / (area + 1e-6)  # (u,) mean probability over the mask
+        mask_score = torch.where(binary, probs, 0.0).sum(1) / (area + 1e-6)  # (u,) mean probability over the mask
         final = top * mask_score[pair_query]  # (m,)
         keep = torch.nonzero((area[pair_query] > 0) & (final >= threshold)).reshape(-1)
         keep = keep[final[keep].argsort(descending=True, stable=True)]  # (N,) best first
@@ -58,38 +58,37 @@ def instance_segmentation(
         elif return_coco_annotation:
             segmentation = [rle.encode(mask) for mask in masks.view(len(keep), *geometry.target).cpu().numpy()]
         else:
-            segmentation, info = _instance_map(masks, area[pair_query[keep]], info, overlap_mask_area_threshold,
-                                               chunk_values)
+            segmentation, info = _instance_map(masks, area[pair_query[keep]], info, overlap_mask_area_threshold)
             segmentation = segmentation.view(geometry.target)
         results.append({"segmentation": segmentation, "segments_info": info})
     return results
 
 
-def _owners(masks: Tensor, alive: Tensor, chunk_values: int) -> Tensor:
-    """(P,) int64: the first alive instance (rows of ``masks`` (N, P), best first) covering each pixel, -1 none."""
-    owner = torch.full((masks.shape[1],), -1, dtype=torch.int64, device=masks.device)
-    if len(masks) == 0:
-        return owner
-    for part in chunks(masks.shape[1], len(masks), chunk_values):
-        covered = masks[:, part] & alive[:, None]  # (N, P')
-        first = covered.to(torch.uint8).argmax(0)  # (P',) the first maximum: the best instance covering the pixel
-        owner[part] = torch.where(covered.any(0), first, -1)
-    return owner
+def _owners(masks: Tensor, alive: Tensor) -> Tensor:
+    """(P,) int64: the first alive instance (rows of ``masks`` (N, P), best first) covering each pixel, -1 none.
+
+    Instance i gets the code N - i (0 if dropped); each pixel keeps the largest code among the masks covering it."""
+    count = len(masks)
+    codes = (count - torch.arange(count, device=masks.device)) * alive  # (N,)
+    if count == 0:
+        return torch.full((masks.shape[1],), -1, dtype=torch.int64, device=masks.device)
+    best = (masks * codes[:, None].to(torch.float32)).amax(0)  # (P,) float: exact for these small integers
+    return torch.where(best > 0, count - best.long(), -1)
 
 
-def _instance_map(masks: Tensor, area: Tensor, info: list[dict], overlap_threshold: float,
-                  chunk_values: int) -> tuple[Tensor, list[dict]]:
+def _instance_map(masks: Tensor, area: Tensor, info: list[dict], overlap_threshold: float
+                  ) -> tuple[Tensor, list[dict]]:
     """(P,) int32 map of kept instances (-1 none) and their ``segments_info``, ids renumbered from 0.
 
     Instances left with fewer than ``overlap_threshold`` x their mask area of visible pixels are dropped, and the map
     is painted again without them."""
     count, device = len(masks), masks.device
     alive = torch.ones(count, dtype=torch.bool, device=device)
-    owner = _owners(masks, alive, chunk_values)
+    owner = _owners(masks, alive)
     visible = torch.bincount(owner + 1, minlength=count + 1)[1:]  # (N,) pixels each instance shows
     alive = visible >= overlap_threshold * area
     if not bool(alive.all()):
-        owner = _owners(masks, alive, chunk_values)
+        owner = _owners(masks, alive)
     new_id = torch.cumsum(alive.long(), 0) - 1  # (N,) id among survivors
     if count == 0:
         return owner.to(torch.int32), []

@@ -44,7 +44,7 @@ def panoptic_segmentation(
         winner = torch.empty(num_pixels, dtype=torch.int64, device=device)  # (P,) query with the best score x prob
         painted = torch.empty(num_pixels, dtype=torch.bool, device=device)  # (P,) its prob >= mask_threshold
         for part in chunks(num_pixels, n, chunk_values):
-            winner[part] = (scores[:, None] * mask_probs[:, part]).argmax(0)
+            winner[part] = (scores[:, None] * mask_probs[:, part]).max(0).indices  # the first best query
             painted[part] = mask_probs[:, part].gather(0, winner[None, part])[0] >= mask_threshold
         won = torch.bincount(winner, minlength=n)  # (n,) pixels won
         kept = torch.bincount(winner[painted], minlength=n)  # (n,) pixels won and painted

@@ -15,17 +15,25 @@ def affine_coefficients(
     do_rescale: bool,
     rescale_factor: float,
     do_normalize: bool,
-    image_mean: Sequence[float],
-    image_std: Sequence[float],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (scale, shift) so that ``x * scale + shift`` equals rescaling then normalising, each (3,)."""
+    image_mean: float | Sequence[float],
+    image_std: float | Sequence[float],
+    channels: int = 3,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-channel (scale, shift) so that ``x * scale + shift`` equals rescaling then normalising, each (C,);
+    ``None`` when neither step is on (the pixels keep their values and type)."""
+    if not do_rescale and not do_normalize:
+        return None
     factor = float(rescale_factor) if do_rescale else 1.0
     if do_normalize:
-        mean = np.broadcast_to(np.asarray(image_mean, dtype=np.float64), (3,))
-        std = np.broadcast_to(np.asarray(image_std, dtype=np.float64), (3,))
+        mean, std = np.atleast_1d(np.asarray(image_mean, np.float64)), np.atleast_1d(np.asarray(image_std, np.float64))
+        for name, values in (("image_mean", mean), ("image_std", std)):
+            if len(values) not in (1, channels):
+                raise ValueError(f"{name} has {len(values)} values but the images have {channels} channels; give one "
+                                 "value per channel (or one for all).")
+        mean, std = np.broadcast_to(mean, (channels,)), np.broadcast_to(std, (channels,))
         scale, shift = factor / std, -mean / std
     else:
-        scale, shift = np.full(3, factor), np.zeros(3)
+        scale, shift = np.full(channels, factor), np.zeros(channels)
     return torch.from_numpy(scale.astype(np.float32)), torch.from_numpy(shift.astype(np.float32))
 
 
@@ -34,20 +42,32 @@ def images_to_batch(
     sizes: Sequence[tuple[int, int]],
     resample: int | None,
     padded_size: tuple[int, int],
-    scale: torch.Tensor,
-    shift: torch.Tensor,
+    coefficients: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resize each RGB image to its (h, w) in ``sizes`` and write ``x * scale + shift`` into the top-left of a zero
-    (B, 3, H_pad, W_pad) float32 batch; ``resample=None`` keeps the images as they are (sizes = their sizes).
+    """Resize each image to its (h, w) in ``sizes`` and write ``x * scale + shift`` (``coefficients``) into the
+    top-left of a zero (B, C, H_pad, W_pad) float32 batch; ``resample=None`` keeps the images as they are (sizes =
+    their sizes). With ``coefficients=None`` the pixels are copied as they are, into a uint8 batch when every image
+    is uint8 (as transformers returns them), else float32.
 
     Returns the batch and ``pixel_mask`` (B, H_pad, W_pad) int64, 1 on image pixels and 0 on padding.
     """
-    batch = torch.zeros(len(images), 3, *padded_size, dtype=torch.float32)
-    pixel_mask = torch.zeros(len(images), *padded_size, dtype=torch.int64)
-    scale32, shift32 = scale.numpy().reshape(3, 1, 1), shift.numpy().reshape(3, 1, 1)
-    for index, (image, (height, width)) in enumerate(zip(images, sizes)):
-        pixels = resize_image(image, height, width, resample).transpose(2, 0, 1)  # (3, h, w) uint8 or float32
-        values = pixels.astype(np.float32) * scale32 + shift32  # (3, h, w) float32
-        batch[index, :, :height, :width] = torch.from_numpy(values)
-        pixel_mask[index, :height, :width] = 1
-    return batch, pixel_mask
+    resized = [resize_image(image, height, width, resample) for image, (height, width) in zip(images, sizes)]
+    channels = {pixels.shape[2] for pixels in resized}  # each (h, w, C)
+    if len(channels) != 1:
+        raise ValueError(f"The images have different channel counts {sorted(channels)}; pass images of one kind.")
+    num_channels = channels.pop()
+    keep_uint8 = coefficients is None and all(pixels.dtype == np.uint8 for pixels in resized)
+    # NumPy rather than torch for these single passes over memory: NumPy stays on the calling thread
+    values = np.zeros((len(images), num_channels, *padded_size), dtype=np.uint8 if keep_uint8 else np.float32)
+    mask = np.zeros((len(images), *padded_size), dtype=np.int64)  # (B, H_pad, W_pad)
+    for index, pixels in enumerate(resized):
+        height, width = pixels.shape[:2]
+        target = values[index, :, :height, :width]  # (C, h, w)
+        if coefficients is None:
+            target[...] = pixels.transpose(2, 0, 1)
+        else:
+            scale, shift = (c.numpy().reshape(-1, 1, 1) for c in coefficients)  # (C, 1, 1) each
+            np.multiply(pixels.transpose(2, 0, 1), scale, out=target, casting="unsafe")  # computed in float32
+            target += shift
+        mask[index, :height, :width] = 1
+    return torch.from_numpy(values), torch.from_numpy(mask)

@@ -11,19 +11,36 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..postprocess import instance_segmentation, panoptic_segmentation, semantic_segmentation
+from ..postprocess import (  # noqa: F401  (the run-length helpers: importable here, as from transformers' module)
+    binary_mask_to_rle,
+    convert_segmentation_to_rle,
+    instance_segmentation,
+    panoptic_segmentation,
+    semantic_segmentation,
+)
 from .batch import affine_coefficients, images_to_batch
-from .inputs import array_to_hwc, image_size, layout_name, per_image, split_batch, to_label_map, to_rgb
+from .inputs import (
+    array_to_hwc,
+    image_size,
+    layout_name,
+    per_image,
+    split_batch,
+    to_channels,
+    to_label_map,
+    to_rgb,
+    warn_if_already_rescaled,
+)
 from .resize import as_resample, output_size, resize_labels
+from .steps import SIZE_KEYS as _SIZE_KEYS
+from .steps import normalize, pad, rescale, resize
 from .targets import encode_label_map
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = {"shortest_edge": 800, "longest_edge": 1333}
-_SIZE_KEYS = ("shortest_edge", "longest_edge", "height", "width", "max_height", "max_width")
 # Keys that transformers writes or used to write and that carry no setting of their own here.
-_IGNORED_KEYS = {"image_processor_type", "feature_extractor_type", "processor_class", "do_convert_rgb", "do_pad",
+_IGNORED_KEYS = {"image_processor_type", "feature_extractor_type", "processor_class", "do_pad",
                  "default_to_square", "data_format", "input_data_format", "return_tensors", "device"}
 
 
@@ -71,6 +88,12 @@ def _size_dict(size: Any, max_size: int | None = None) -> dict[str, int]:
     raise ValueError(f"size must be a dict, an int or a (height, width) pair, got {size!r}.")
 
 
+def _per_channel(values: float | Sequence[float]) -> list[float]:
+    """A scalar -> three values (one per RGB channel); a sequence -> its values, one per channel."""
+    array = np.asarray(values, dtype=np.float64)
+    return np.broadcast_to(array, (3,)).tolist() if array.ndim == 0 else array.reshape(-1).tolist()
+
+
 def _tensor_kind(return_tensors: Any) -> str | None:
     kind = getattr(return_tensors, "value", return_tensors)
     if kind not in (None, "pt", "np"):
@@ -81,9 +104,11 @@ def _tensor_kind(return_tensors: Any) -> str | None:
 class Mask2FormerImageProcessor:
     """Prepares images (and training targets) for Mask2Former and turns its outputs into segmentations.
 
-    Images are converted to RGB, resized (by default the short side to 800, the long side at most 1333, then each
-    side rounded up to a multiple of ``size_divisor``), rescaled, normalised and padded at the bottom/right to the
-    largest image of the batch. The arguments and the ``preprocessor_config.json`` schema are those of transformers.
+    Images are converted to RGB (unless ``do_convert_rgb=False``: then they keep their channels, and
+    ``image_mean``/``image_std`` need one value per channel), resized (by default the short side to 800, the long
+    side at most 1333, then each side rounded up to a multiple of ``size_divisor``), rescaled, normalised and padded
+    at the bottom/right to the largest image of the batch. The arguments and the ``preprocessor_config.json`` schema
+    are those of transformers; where the results differ, docs/processing.md says how and why.
     """
 
     model_input_names = ["pixel_values", "pixel_mask"]
@@ -103,6 +128,7 @@ class Mask2FormerImageProcessor:
         do_reduce_labels: bool = False,
         num_labels: int | None = None,
         pad_size: Mapping[str, int] | None = None,
+        do_convert_rgb: bool | None = True,
         **legacy: Any,
     ) -> None:
         max_size = legacy.pop("max_size", legacy.pop("_max_size", None))
@@ -118,8 +144,9 @@ class Mask2FormerImageProcessor:
         self.do_rescale = bool(do_rescale)
         self.rescale_factor = float(rescale_factor)
         self.do_normalize = bool(do_normalize)
-        self.image_mean = list(IMAGENET_MEAN if image_mean is None else np.broadcast_to(image_mean, (3,)).tolist())
-        self.image_std = list(IMAGENET_STD if image_std is None else np.broadcast_to(image_std, (3,)).tolist())
+        self.image_mean = _per_channel(IMAGENET_MEAN if image_mean is None else image_mean)
+        self.image_std = _per_channel(IMAGENET_STD if image_std is None else image_std)
+        self.do_convert_rgb = do_convert_rgb  # None: as True (transformers' None keeps the channels)
         self.ignore_index = ignore_index
         self.do_reduce_labels = bool(do_reduce_labels)
         self.num_labels = num_labels
@@ -153,11 +180,13 @@ class Mask2FormerImageProcessor:
         input_data_format: str | None = None,
         pad_size: Mapping[str, int] | None = None,
         data_format: str = "channels_first",
+        do_convert_rgb: bool | None = None,
         **ignored: Any,
     ) -> BatchFeature:
         """Images (PIL, numpy or torch; HWC or CHW; one or a list) -> ``pixel_values`` (B, 3, H, W), ``pixel_mask``.
 
-        With ``segmentation_maps`` (one (H, W) map of ids per image, at the image's size) also ``mask_labels`` (one
+        With ``segmentation_maps`` (one (H, W) map of ids per image; a map of another size than its image is resized
+        to the image's output size, nearest neighbour, which needs ``do_resize``) also ``mask_labels`` (one
         (N_i, H, W) bool tensor per image) and ``class_labels`` (one (N_i,) int64 tensor per image); maps are
         instance ids when ``instance_id_to_semantic_id`` (one dict, or one per image) is given.
         """
@@ -171,22 +200,26 @@ class Mask2FormerImageProcessor:
         size_divisor = self.size_divisor if size_divisor is None else size_divisor
         resample = as_resample(self.resample if resample is None else resample)
 
-        rgb = [to_rgb(image, input_data_format) for image in split_batch(images)]
+        convert = self.do_convert_rgb if do_convert_rgb is None else do_convert_rgb
+        to_array = to_rgb if convert is not False else to_channels
+        rgb = [to_array(image, input_data_format) for image in split_batch(images)]
+        warn_if_already_rescaled(rgb, self.do_rescale if do_rescale is None else do_rescale)
         sizes = [image_size(image) for image in rgb]
-        maps = self._label_maps(segmentation_maps, sizes)
+        maps = self._label_maps(segmentation_maps, sizes, same_size=not do_resize)
         if do_resize:
             sizes = [output_size(height, width, size, size_divisor) for height, width in sizes]
             if maps is not None:
                 maps = [resize_labels(label_map, h, w) for label_map, (h, w) in zip(maps, sizes)]
-        scale, shift = affine_coefficients(
+        coefficients = affine_coefficients(
             self.do_rescale if do_rescale is None else do_rescale,
             self.rescale_factor if rescale_factor is None else rescale_factor,
             self.do_normalize if do_normalize is None else do_normalize,
             self.image_mean if image_mean is None else image_mean,
             self.image_std if image_std is None else image_std,
+            channels=3 if not isinstance(rgb[0], np.ndarray) else rgb[0].shape[2],
         )
         padded = self._padded_size(sizes, pad_size)
-        pixel_values, pixel_mask = images_to_batch(rgb, sizes, resample if do_resize else None, padded, scale, shift)
+        pixel_values, pixel_mask = images_to_batch(rgb, sizes, resample if do_resize else None, padded, coefficients)
         return self._finish(pixel_values, pixel_mask, maps, instance_id_to_semantic_id, ignore_index,
                             do_reduce_labels, return_tensors)
 
@@ -228,7 +261,10 @@ class Mask2FormerImageProcessor:
         return self._finish(batch, pixel_mask, maps, instance_id_to_semantic_id, ignore_index, do_reduce_labels,
                             return_tensors)
 
-    def _label_maps(self, segmentation_maps: Any, sizes: list[tuple[int, int]]) -> list[np.ndarray] | None:
+    def _label_maps(self, segmentation_maps: Any, sizes: list[tuple[int, int]],
+                    same_size: bool = True) -> list[np.ndarray] | None:
+        """One (H, W) int64 map per image; with ``same_size`` each must have its image's size (else it is resized
+        with its image)."""
         if segmentation_maps is None:
             return None
         if isinstance(segmentation_maps, (np.ndarray, torch.Tensor)) and segmentation_maps.ndim == 3 and len(
@@ -239,10 +275,11 @@ class Mask2FormerImageProcessor:
         if len(maps) != len(sizes):
             raise ValueError(f"Got {len(maps)} segmentation maps for {len(sizes)} images; pass one map per image.")
         for index, (label_map, size) in enumerate(zip(maps, sizes)):
-            if label_map.shape != tuple(size):
+            if same_size and label_map.shape != tuple(size):
                 raise ValueError(
                     f"Segmentation map {index} is {label_map.shape[0]}x{label_map.shape[1]} but its image is "
-                    f"{size[0]}x{size[1]}; maps must have their image's height and width."
+                    f"{size[0]}x{size[1]}; without resizing (do_resize=False) maps must have their image's height "
+                    "and width."
                 )
         return maps
 
@@ -286,12 +323,15 @@ class Mask2FormerImageProcessor:
 
     # ---------------------------------------------------------------------------------------------- post-processing
 
-    def post_process_semantic_segmentation(self, outputs: Any, target_sizes: Any = None) -> list[torch.Tensor]:
+    def post_process_semantic_segmentation(self, outputs: Any, target_sizes: Any = None,
+                                           return_segmentation_scores: bool = False) -> list[Any]:
         """One (H, W) int64 map of class ids per image, at ``target_sizes`` or else at the image's unpadded size.
 
         Each pixel takes the class maximising sum over queries of softmax(class logits)[class] * sigmoid(mask).
+        With ``return_segmentation_scores`` each image gives ``{"segmentation", "segmentation_scores"}`` (also as
+        attributes): the map and those (K, H, W) float32 sums it is the argmax of.
         """
-        return semantic_segmentation(outputs, target_sizes)
+        return semantic_segmentation(outputs, target_sizes, return_scores=return_segmentation_scores)
 
     def post_process_instance_segmentation(
         self,
@@ -339,6 +379,7 @@ class Mask2FormerImageProcessor:
     def to_dict(self) -> dict[str, Any]:
         """The ``preprocessor_config.json`` content, in transformers' schema."""
         config = {
+            "do_convert_rgb": self.do_convert_rgb,
             "do_normalize": self.do_normalize,
             "do_reduce_labels": self.do_reduce_labels,
             "do_rescale": self.do_rescale,
@@ -359,36 +400,79 @@ class Mask2FormerImageProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> "Mask2FormerImageProcessor":
-        """Build from a config dict; keys that are not settings of this processor are ignored."""
-        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "legacy"}
-        accepted |= {"max_size", "_max_size", "reduce_labels", "size_divisibility"}
-        merged = {key: value for key, value in {**config, **overrides}.items() if key in accepted}
-        return cls(**merged)
+    def to_json_file(self, json_file_path: str | os.PathLike[str]) -> None:
+        Path(json_file_path).write_text(self.to_json_string(), encoding="utf-8")
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike[str], **kwargs: Any) -> "Mask2FormerImageProcessor":
-        """Load ``preprocessor_config.json`` from a directory, a JSON file or a hub id; ``kwargs`` override it."""
-        hub_keys = ("revision", "cache_dir", "local_files_only", "token")
+    def from_json_file(cls, json_file: str | os.PathLike[str]) -> "Mask2FormerImageProcessor":
+        return cls.from_dict(json.loads(Path(json_file).read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any], **kwargs: Any) -> Any:
+        """Build from a config dict; keys that are not settings of this processor are ignored. ``kwargs`` override
+        settings (as arguments) and attributes; with ``return_unused_kwargs=True`` returns ``(processor, unused)``,
+        the keywords that are neither."""
+        return_unused = kwargs.pop("return_unused_kwargs", False)
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "legacy"}
+        accepted |= {"max_size", "_max_size", "reduce_labels", "size_divisibility"}
+        merged = {key: value for key, value in {**config, **kwargs}.items() if key in accepted}
+        processor = cls(**merged)
+        unused = {}
+        for key, value in kwargs.items():
+            if key in accepted:
+                continue
+            if hasattr(processor, key) and not callable(getattr(processor, key)):
+                setattr(processor, key, value)
+            else:
+                unused[key] = value
+        return (processor, unused) if return_unused else processor
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike[str], **kwargs: Any) -> Any:
+        """Load ``preprocessor_config.json`` from a directory (or its ``subfolder``), a JSON file or a hub id;
+        ``kwargs`` override it (see :meth:`from_dict`)."""
+        hub_keys = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
         hub_kwargs = {key: kwargs.pop(key) for key in hub_keys if key in kwargs}
         path = Path(path_or_hub_id).expanduser()
         if path.is_file():
             config_file = path
         else:
-            from ..io.hub import resolve_file  # lazy: huggingface_hub is only needed for hub ids
+            from ..hub import resolve_file  # lazy: huggingface_hub is only needed for hub ids
 
             config_file = resolve_file(path_or_hub_id, PREPROCESSOR_CONFIG_NAME, **hub_kwargs)
         with open(config_file, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle), **kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
-        """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed); returns its path."""
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> list[str]:
+        """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed); returns the written files
+        (that one path, as a string), as transformers does."""
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / PREPROCESSOR_CONFIG_NAME
-        path.write_text(self.to_json_string(), encoding="utf-8")
-        return path
+        self.to_json_file(path)
+        return [str(path)]
+
+    # ------------------------------------------------------------------------------------- single steps (public)
+
+    def resize(self, image: np.ndarray, size: Any, size_divisor: int = 0, resample: int | None = None,
+               **kwargs: Any) -> np.ndarray:
+        """One (C, H, W) image resized as :meth:`preprocess` does (``steps.resize``)."""
+        return resize(image, size, size_divisor, resample)
+
+    def rescale(self, image: np.ndarray, scale: float, **kwargs: Any) -> np.ndarray:
+        """``image * scale`` as float32."""
+        return rescale(image, scale)
+
+    def normalize(self, image: np.ndarray, mean: float | Sequence[float], std: float | Sequence[float],
+                  **kwargs: Any) -> np.ndarray:
+        """``(image - mean) / std`` per channel of a (C, H, W) image."""
+        return normalize(image, mean, std)
+
+    def pad(self, images: Sequence[np.ndarray], padded_size: tuple[int, int],
+            segmentation_maps: Sequence[np.ndarray] | None = None, fill: float = 0,
+            ignore_index: int = 255) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
+        """(C, H, W) images and (N, H, W) maps padded at the bottom/right; returns (images, pixel masks, maps)."""
+        return pad(images, padded_size, segmentation_maps, fill, ignore_index)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"

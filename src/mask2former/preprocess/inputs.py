@@ -6,16 +6,18 @@ transformers-compatible path) or ``float32`` (values kept as given). Label maps 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 import PIL.Image
 import torch
 
+from .read import SIXTEEN_BIT_MODES, pil_to_rgb
+
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_SIXTEEN_BIT_MODES = SIXTEEN_BIT_MODES
 
 
 def layout_name(data_format: Any) -> str | None:
@@ -75,17 +77,11 @@ def _pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image | np.ndarray:
     if mode == "F":
         gray = np.asarray(image, dtype=np.float32)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return PIL.Image.alpha_composite(white, rgba).convert("RGB")
-    try:
-        return image.convert("RGB")
-    except (ValueError, OSError) as error:
-        raise ValueError(f"Cannot convert a PIL image of mode {mode!r} to RGB; convert it to 'RGB' first.") from error
+    return pil_to_rgb(image)  # the file reader's rules: alpha onto white, palettes, CMYK, ...
 
 
-def array_to_hwc(array: np.ndarray, data_format: str | None) -> np.ndarray:
+def array_to_hwc(array: np.ndarray, data_format: str | None, any_channels: bool = False) -> np.ndarray:
+    """(H, W), (C, H, W) or (H, W, C) -> (H, W, C); C in 1, 3, 4 unless ``any_channels``."""
     if array.ndim == 2:
         return array[:, :, None]
     if array.ndim != 3:
@@ -106,8 +102,37 @@ def array_to_hwc(array: np.ndarray, data_format: str | None) -> np.ndarray:
             )
     if data_format == CHANNELS_FIRST:
         array = np.moveaxis(array, 0, 2)
-    if array.shape[2] not in (1, 3, 4):
+    if array.shape[2] not in (1, 3, 4) and not any_channels:
         raise ValueError(f"An image must have 1, 3 or 4 channels, got {array.shape[2]} (shape {tuple(array.shape)}).")
+    return array
+
+
+def to_channels(image: Any, input_data_format: Any = None) -> np.ndarray:
+    """One image -> an (H, W, C) ``uint8`` or ``float32`` array with its own channels (``do_convert_rgb=False``).
+
+    PIL images give their bands (L: 1, LA: 2, RGB: 3, RGBA: 4, ...); arrays and tensors may have any channel count
+    when ``input_data_format`` says where it is. No greyscale replication, no alpha compositing."""
+    if isinstance(image, PIL.Image.Image):
+        try:
+            image.load()
+        except (OSError, SyntaxError) as error:
+            raise ValueError(f"Could not decode the image ({error}); the file may be truncated or corrupt.") from error
+        if image.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "F"):
+            raise ValueError(f"A PIL image of mode {image.mode!r} has no plain channels to keep; convert it first "
+                             "or use do_convert_rgb=True.")
+        array = array_to_hwc(np.asarray(image), CHANNELS_LAST, any_channels=True)
+    elif isinstance(image, (torch.Tensor, np.ndarray)):
+        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+        array = array_to_hwc(array, layout_name(input_data_format), any_channels=True)
+    else:
+        raise ValueError(
+            f"Unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a torch tensor."
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32, copy=False)
+    if array.dtype != np.uint8:
+        raise ValueError(f"With do_convert_rgb=False images must be uint8 or float, got {array.dtype}; convert them "
+                         "or use do_convert_rgb=True.")
     return array
 
 
@@ -146,14 +171,32 @@ def to_rgb(image: Any, input_data_format: Any = None) -> np.ndarray | PIL.Image.
     must hold 0..255; float arrays are kept as they are.
     """
     if isinstance(image, PIL.Image.Image):
-        return _pil_to_rgb(image)
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray):
-        raise ValueError(
-            f"Unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a torch tensor."
-        )
-    return _array_to_rgb(image, layout_name(input_data_format))
+        rgb = _pil_to_rgb(image)
+    else:
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().numpy()
+        if not isinstance(image, np.ndarray):
+            raise ValueError(
+                f"Unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a torch tensor."
+            )
+        rgb = _array_to_rgb(image, layout_name(input_data_format))
+    height, width = image_size(rgb)
+    if height == 0 or width == 0:
+        raise ValueError(f"An image has no pixels ({height}x{width}); pass images of at least 1x1 pixel.")
+    return rgb
+
+
+def warn_if_already_rescaled(images: Sequence[np.ndarray | PIL.Image.Image], do_rescale: bool) -> None:
+    """Warn (once per process, Python's default filter) when float images already in [0, 1] are about to be
+    multiplied by ``rescale_factor`` again: they would come out nearly black."""
+    if not do_rescale:
+        return
+    for image in images:
+        if isinstance(image, np.ndarray) and image.dtype == np.float32 and image.size and float(image.max()) <= 1.0:
+            warnings.warn("Float images with values in [0, 1] are being rescaled by rescale_factor (1/255) again; "
+                          "if they are already scaled, pass do_rescale=False (or give uint8 images).", UserWarning,
+                          stacklevel=3)
+            return
 
 
 def image_size(image: np.ndarray | PIL.Image.Image) -> tuple[int, int]:

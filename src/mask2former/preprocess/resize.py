@@ -65,10 +65,10 @@ def output_size(height: int, width: int, size: SizeDict, size_divisor: int) -> t
 
 
 def resize_image(image: np.ndarray | PIL.Image.Image, height: int, width: int, resample: int | None) -> np.ndarray:
-    """An RGB image (Pillow, or (H, W, 3) uint8 or float32 array) -> (height, width, 3) array of the same kind.
+    """An image (Pillow RGB, or (H, W, C) uint8 or float32 array) -> (height, width, C) array of the same kind.
 
-    uint8 is resized as one RGB Pillow image, float32 plane by plane; ``resample=None`` or the same size keeps the
-    pixels.
+    uint8 with 1 to 4 channels is resized as one Pillow image (L, LA, RGB, RGBA, as transformers does), other
+    arrays plane by plane; ``resample=None`` or the same size keeps the pixels.
     """
     if isinstance(image, PIL.Image.Image):
         if resample is not None and image.size != (width, height):
@@ -76,11 +76,13 @@ def resize_image(image: np.ndarray | PIL.Image.Image, height: int, width: int, r
         return np.asarray(image)
     if resample is None or image.shape[:2] == (height, width):
         return image
-    if image.dtype == np.uint8:
-        return np.asarray(PIL.Image.fromarray(image).resize((width, height), resample=resample))
+    channels = image.shape[2]
+    if image.dtype == np.uint8 and channels <= 4:
+        whole = PIL.Image.fromarray(image[:, :, 0] if channels == 1 else image)  # L, LA, RGB or RGBA
+        return np.asarray(whole.resize((width, height), resample=resample)).reshape(height, width, channels)
     planes = [PIL.Image.fromarray(np.ascontiguousarray(image[:, :, c])).resize((width, height), resample=resample)
-              for c in range(image.shape[2])]
-    return np.stack([np.asarray(plane) for plane in planes], axis=2)  # (height, width, 3) float32
+              for c in range(channels)]
+    return np.stack([np.asarray(plane) for plane in planes], axis=2)  # (height, width, C)
 
 
 def resize_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarray:

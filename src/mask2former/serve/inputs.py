@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from mask2former.preprocess.read import oriented_rgb
 from mask2former.predict import TASKS
 
 
@@ -180,7 +181,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
                                     f"server with a larger --max-pixels.")
         try:
             image.load()
-            return image.convert("RGB")
+            return oriented_rgb(image)
         except Exception as error:  # OSError "image file is truncated", SyntaxError, zlib and struct errors, ...
             raise RequestError(422, f"the {image.format} image ({image.width} x {image.height}) is corrupt or "
                                     f"truncated: {error}.") from None

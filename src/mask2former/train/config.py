@@ -43,7 +43,13 @@ class DataSpec:
         """``class_names`` as a list, read from its JSON file when it is a path."""
         names = self.class_names
         if isinstance(names, str):
-            names = json.loads(Path(names).read_text(encoding="utf-8"))
+            if not Path(names).is_file():
+                raise FileNotFoundError(f"{names}: no such file (class_names: a JSON list of names or {{id: name}}).")
+            try:
+                names = json.loads(Path(names).read_text(encoding="utf-8"))
+            except ValueError as error:
+                raise ValueError(f"{names} is not valid JSON ({error}); class_names needs a JSON list of names or "
+                                 "{id: name}.") from None
         if isinstance(names, dict):
             names = [names[key] for key in sorted(names, key=int)]
         return [str(name) for name in names or []]
@@ -90,13 +96,32 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = only at the end when val_data is set
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    max_unreadable_fraction: float = 0.01  # training files that fail to decode are skipped; above this share, stop
     progress: bool = True
 
     def __post_init__(self) -> None:
+        from mask2former.field_types import check_field_types
+
+        kinds = {f.name: f.type for f in dataclasses.fields(self)}
+        check_field_types("training settings", self.__dict__, ints=[k for k, t in kinds.items() if t == "int"],
+                          numbers=[k for k, t in kinds.items() if t == "float"],
+                          bools=[k for k, t in kinds.items() if t == "bool"],
+                          strings=[k for k, t in kinds.items() if t in ("str", "str | None")])
+        if not isinstance(self.model, dict):
+            raise ValueError(f"training settings: model must be a mapping of Mask2FormerConfig fields, got "
+                             f"{self.model!r}.")
         for name in ("train_data", "val_data"):
             value = getattr(self, name)
             if isinstance(value, dict):
+                known = {f.name for f in dataclasses.fields(DataSpec)}
+                unknown = sorted(set(value) - known)
+                if unknown:
+                    raise ValueError(f"unknown {name} settings {unknown}; known: {', '.join(sorted(known))}.")
+                if "format" not in value or "images" not in value:
+                    raise ValueError(f"{name} needs format ({', '.join(DATASET_FORMATS)}) and images (a folder).")
                 setattr(self, name, DataSpec(**value))
+            elif value is not None and not isinstance(value, DataSpec):
+                raise ValueError(f"{name} must be a mapping (format, images, annotations, masks), got {value!r}.")
         choices = {"task": ("panoptic", "instance", "semantic"), "augmentation": ("lsj", "semantic", "none"),
                    "schedule": ("poly", "step", "constant"), "amp": ("none", "bf16", "fp16"),
                    "device": ("auto", "cpu", "cuda")}
@@ -112,6 +137,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _one_line(error: Exception) -> str:
+    """A parser's message on one line, without PyYAML's name for the text it was given."""
+    return " ".join(str(error).replace('in "<unicode string>", ', "").split())
+
+
 def _parse_value(text: str) -> Any:
     """``--set`` values: JSON when it parses (numbers, booleans, null, lists, objects), else the plain string."""
     try:
@@ -124,13 +154,19 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
     """Read a YAML (or JSON) run file, then apply ``key=value`` overrides (dotted keys reach into sections)."""
     data: dict[str, Any] = {}
     if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such run file (--config); see docs/finetuning.md for the format.")
         text = Path(path).read_text(encoding="utf-8")
-        if str(path).endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
+        try:
+            if str(path).endswith(".json"):
+                data = json.loads(text)
+            else:
+                import yaml
 
-            data = yaml.safe_load(text) or {}
+                data = yaml.safe_load(text) or {}
+        except Exception as error:  # yaml.YAMLError or json.JSONDecodeError: the file, the line, the problem
+            raise ValueError(f"{path} is not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: "
+                             f"{_one_line(error)}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of settings, got {type(data).__name__}.")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -142,6 +178,8 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
         *parents, last = key.split(".")
         for part in parents:
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"override {item!r}: {part} is not a section of settings.")
         target[last] = _parse_value(value)
     unknown = sorted(set(data) - known)
     if unknown:

@@ -50,6 +50,37 @@ def build_train_transform(config: TrainConfig):
     return T.Compose(steps) if steps else None
 
 
+class TrainingDataError(ValueError):
+    """The training (or validation) data cannot be used: files missing, too many unreadable."""
+
+
+def check_files(dataset: Any, name: str, shown: int = 10) -> None:
+    """Raise :class:`TrainingDataError` listing every file of ``dataset`` that does not exist (before a run starts)."""
+    missing = [path for path in dataset.files() if not path.is_file()]
+    if missing:
+        listed = ", ".join(str(path) for path in missing[:shown])
+        more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+        raise TrainingDataError(f"{name}: {len(missing)} file(s) named by the annotations do not exist: {listed}"
+                                f"{more}. Fix the paths (or remove those entries); no training step was run.")
+
+
+class ReadFailures:
+    """Counts training files that fail to decode; raises :class:`TrainingDataError` once more than ``limit`` (a
+    share) of the dataset's samples are unreadable."""
+
+    def __init__(self, dataset_size: int, limit: float = 0.01) -> None:
+        self.dataset_size, self.limit = dataset_size, limit
+        self.files: dict[str, str] = {}  # file -> reason
+
+    def failed(self, name: str, reason: str) -> None:
+        self.files.setdefault(name, reason)
+        if len(self.files) > self.limit * self.dataset_size:
+            first, why = next(iter(self.files.items()))
+            raise TrainingDataError(
+                f"{len(self.files)} of {self.dataset_size} training samples could not be read (more than "
+                f"{self.limit:.0%}), e.g. {first}: {why}. Fix or remove those files, then continue with --resume.")
+
+
 class StepSampler(torch.utils.data.Sampler):
     """Yields this process's micro-batches of ``(epoch, index)`` pairs, starting at global micro-batch ``start``.
 
@@ -92,9 +123,30 @@ class EpochIndexed(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        """Sample ``index``; when its files cannot be read, the next readable sample, with ``skipped`` naming the
+        files passed over (the training loop logs them and stops when too many fail)."""
+        from mask2former.preprocess.read import READ_ERRORS
+
         epoch, index = key
         self.dataset.set_epoch(epoch)
-        return self.dataset[index]
+        skipped: list[tuple[str, str]] = []
+        for offset in range(len(self.dataset)):
+            try:
+                sample = self.dataset[(index + offset) % len(self.dataset)]
+            except READ_ERRORS as error:
+                skipped.append((_file_of(self.dataset, (index + offset) % len(self.dataset)), str(error)))
+                if len(skipped) > 8:
+                    break
+                continue
+            return {**sample, "skipped": skipped}
+        raise TrainingDataError(f"none of {len(skipped)} training samples in a row could be read, e.g. "
+                                f"{skipped[0][0]}: {skipped[0][1]}")
+
+
+def _file_of(dataset: Any, index: int) -> str:
+    files = dataset.files()
+    per_sample = len(files) // max(1, len(dataset))
+    return str(files[index * per_sample]) if per_sample else f"sample {index}"
 
 
 def collate(samples: Sequence[dict[str, Any]], *, mean: Sequence[float] = IMAGENET_MEAN,
@@ -128,4 +180,4 @@ def collate(samples: Sequence[dict[str, Any]], *, mean: Sequence[float] = IMAGEN
     if pixel_mask.any():
         pixel_values[pixel_mask.unsqueeze(1).expand_as(pixel_values) == 0] = 0.0
     return {"pixel_values": pixel_values, "pixel_mask": pixel_mask, "mask_labels": mask_labels,
-            "class_labels": class_labels}
+            "class_labels": class_labels, "skipped": [item for s in samples for item in s.get("skipped", ())]}

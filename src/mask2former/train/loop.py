@@ -20,8 +20,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mask2former.distributed import Processes, device_for, join, leave, mean_over_processes
 from mask2former.train.config import TrainConfig
-from mask2former.train.data import EpochIndexed, StepSampler, build_dataset, build_train_transform, collate
+from mask2former.train.data import (
+    EpochIndexed,
+    ReadFailures,
+    StepSampler,
+    TrainingDataError,
+    build_dataset,
+    build_train_transform,
+    check_files,
+    collate,
+)
 from mask2former.train.optim import build_optimizer, build_scheduler
 from mask2former.train.state import (
     latest_checkpoint,
@@ -32,6 +42,8 @@ from mask2former.train.state import (
 )
 from mask2former.version import version_record
 
+__all__ = ["TrainResult", "TrainingDataError", "build_model", "run_processor", "train"]
+
 
 @dataclass
 class TrainResult:
@@ -41,39 +53,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     model_dir: Path | None = None
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_choice: str) -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    owns = False
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device_choice != "cpu"
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        owns = True
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
-
-
-def _device(choice: str, ctx: _Dist) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda was asked for, but this machine has no CUDA device; use device=cpu.")
-        torch.cuda.set_device(ctx.local_rank)
-        return torch.device("cuda", ctx.local_rank)
-    return torch.device("cpu")
+    skipped: dict[str, str] = field(default_factory=dict)  # training files that could not be read -> why
 
 
 def build_model(config: TrainConfig, id2label: dict[int, str]):
@@ -103,27 +83,37 @@ def _log(path: Path | None, record: dict[str, Any]) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
-def _mean_over_processes(value: torch.Tensor, ctx: _Dist) -> float:
-    if ctx.world_size > 1:
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        value /= ctx.world_size
-    return float(value)
+def _drop_records_after(path: Path | None, step: int) -> None:
+    """Rewrite a log without the records of steps after ``step`` (written before a kill; the resumed run redoes
+    them)."""
+    if path is None or not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and _record_step(line) <= step]
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(kept), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _record_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError, TypeError):  # a line cut short by the kill
+        return 1 << 62
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Run (or resume) the training described by ``config``; returns when ``config.max_steps`` steps are done."""
     if config.train_data is None:
-        raise ValueError("train_data is not set: give the training images and annotations (see docs/training.md).")
-    ctx = _setup_distributed(config.device)
+        raise ValueError("train_data is not set: give the training images and annotations (see docs/finetuning.md).")
+    ctx = join(config.device)
     try:
         return _train(config, ctx, resume)
     finally:
-        if ctx.owns_group:
-            dist.destroy_process_group()
+        leave(ctx)
 
 
-def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
+def _train(config: TrainConfig, ctx: Processes, resume: bool) -> TrainResult:
     output_dir = Path(config.output_dir)
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None and not resume:
@@ -131,9 +121,21 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
             f"{output_dir} already holds a training run ({checkpoint.name}); pass --resume to continue it, or choose "
             "another --output-dir. Nothing was overwritten."
         )
-    device = _device(config.device, ctx)
+    if checkpoint is None and resume:
+        raise FileNotFoundError(
+            f"--resume: {output_dir} holds no training run to resume (no checkpoints/latest"
+            f"{'' if output_dir.is_dir() else '; the folder does not exist'}); check --output-dir, or drop --resume "
+            "to start a new run."
+        )
+    if checkpoint is None and (output_dir / "model").exists():
+        raise FileExistsError(f"{output_dir} already holds a trained model ({output_dir / 'model'}); choose another "
+                              "--output-dir. Nothing was overwritten.")
+    device = device_for(config.device, ctx)
     torch.manual_seed(config.seed)  # the same initial weights in every process
     dataset = build_dataset(config.train_data, build_train_transform(config), seed=config.seed)
+    check_files(dataset, "train_data")  # every problem at once, before the first step
+    if config.val_data is not None:
+        check_files(build_dataset(config.val_data), "val_data")
     model = build_model(config, dataset.id2label).to(device).train()
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -178,7 +180,10 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
     if ctx.main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if ctx.main and resume:
+        _drop_records_after(log_path, step)  # the steps after the checkpoint are run (and logged) again
     _log(log_path, {"event": "start", "step": step, **version_record(), "torch_version": torch.__version__})
+    reads = ReadFailures(len(dataset), config.max_unreadable_fraction)
     progress = _progress(config, ctx, step)
     result = TrainResult(step=step)
 
@@ -187,7 +192,12 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
         terms: dict[str, float] = {}
         total = torch.zeros((), device=device)
         for micro in range(accumulation):
-            batch = _to_device(next(batches), device)
+            batch = next(batches)
+            for name, reason in batch.pop("skipped"):
+                _log(log_path, {"step": step + 1, "event": "skipped", "file": name, "reason": reason})
+                print(f"skipped {name}: {reason}", file=sys.stderr, flush=True)
+                reads.failed(name, reason)
+            batch = _to_device(batch, device)
             sync = micro == accumulation - 1 or ctx.world_size == 1
             with (nullcontext() if sync else module.no_sync()), torch.autocast(
                 device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
@@ -207,7 +217,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
         scheduler.step()
         step += 1
 
-        loss_value = _mean_over_processes(total, ctx)
+        loss_value = mean_over_processes(total, ctx)
         result.losses.append(loss_value)
         if step % config.log_every == 0 or step == config.max_steps:
             record = {"step": step, "loss": loss_value, **terms, "grad_norm": float(grad_norm),
@@ -222,16 +232,29 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
             progress.set_postfix(loss=f"{loss_value:.3f}")
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             _checkpoint(output_dir, step, model, optimizer, scheduler, ctx, config.keep_checkpoints)
+        if step == config.max_steps and ctx.main:  # before the final evaluation, which may fail on bad val data
+            result.model_dir = output_dir / "model"
+            model.save_pretrained(result.model_dir)
+            run_processor(config).save_pretrained(result.model_dir)
         if config.val_data is not None and (
             (config.eval_every and step % config.eval_every == 0) or step == config.max_steps
         ):
-            result.metrics = _evaluate(model, config, ctx, device)
+            try:
+                result.metrics = _evaluate(model, config, ctx, device)
+            except Exception as error:
+                if result.model_dir is not None:
+                    saved = (f"the model of step {step} is saved in {result.model_dir}; fix val_data and run "
+                             f"'mask2former evaluate --model {result.model_dir}'")
+                else:
+                    saved = f"the latest checkpoint is in {output_dir / 'checkpoints'}; fix val_data and --resume"
+                raise RuntimeError(f"evaluation at step {step} failed: {error} ({saved})") from error
             _log(log_path, {"step": step, "metrics": result.metrics})
             model.train()
     if progress is not None:
         progress.close()
     result.step = step
-    if ctx.main:
+    result.skipped = dict(reads.files)
+    if ctx.main and result.model_dir is None:  # resumed after the last step: the loop had nothing to do
         result.model_dir = output_dir / "model"
         model.save_pretrained(result.model_dir)
         run_processor(config).save_pretrained(result.model_dir)
@@ -242,7 +265,7 @@ def _train(config: TrainConfig, ctx: _Dist, resume: bool) -> TrainResult:
     return result
 
 
-def _checkpoint(output_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any, ctx: _Dist,
+def _checkpoint(output_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any, ctx: Processes,
                 keep: int) -> None:
     """Every process contributes its RNG state; the main process writes the checkpoint; all wait for it."""
     states = [rng_state()]
@@ -255,7 +278,7 @@ def _checkpoint(output_dir: Path, step: int, model: Any, optimizer: Any, schedul
         dist.barrier()
 
 
-def _evaluate(model: Any, config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, Any]:
+def _evaluate(model: Any, config: TrainConfig, ctx: Processes, device: torch.device) -> dict[str, Any]:
     from mask2former.eval.evaluate import evaluate_model
 
     dataset = build_dataset(config.val_data)  # type: ignore[arg-type]
@@ -283,7 +306,7 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return out
 
 
-def _progress(config: TrainConfig, ctx: _Dist, start: int):
+def _progress(config: TrainConfig, ctx: Processes, start: int):
     if not (config.progress and ctx.main and sys.stderr.isatty()):
         return None
     try:

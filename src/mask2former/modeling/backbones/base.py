@@ -12,8 +12,10 @@ module, and its checkpoint key rules.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from torch import Tensor
@@ -99,12 +101,14 @@ class BackboneConfig:
 
     A subclass names in ``fields`` the attributes ``to_dict`` writes (transformers' keys, ``out_features`` and
     ``out_indices`` included) and in ``derived`` the keys transformers writes that are recomputed from the others:
-    those are dropped when read, never trusted. Any other key is kept in ``extra`` and written back unchanged.
+    those are dropped when read, never trusted. Any other key is kept in ``extra``, read as an attribute and
+    written back unchanged. ``attribute_map`` gives transformers' other names of fields (read and assigned).
     """
 
     model_type: ClassVar[str] = ""
     fields: ClassVar[tuple[str, ...]] = ()
     derived: ClassVar[tuple[str, ...]] = ()
+    attribute_map: ClassVar[dict[str, str]] = {}
     extra: dict[str, Any]
 
     def _keep_extra(self, kwargs: dict[str, Any]) -> None:
@@ -112,9 +116,61 @@ class BackboneConfig:
             kwargs.pop(name, None)
         self.extra = kwargs
 
+    def __getattr__(self, name: str) -> Any:
+        target = type(self).attribute_map.get(name)
+        if target is not None:
+            return getattr(self, target)
+        extra = self.__dict__.get("extra")
+        if extra is not None and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(type(self).attribute_map.get(name, name), value)
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BackboneConfig:
-        return cls(**{key: value for key, value in data.items() if key != "model_type"})
+    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> BackboneConfig:
+        merged = {**data, **overrides}
+        return cls(**{key: value for key, value in merged.items() if key != "model_type"})
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike[str]) -> BackboneConfig:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], *, subfolder: str = "",
+                        revision: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                        local_files_only: bool = False, token: str | bool | None = None,
+                        **overrides: Any) -> BackboneConfig:
+        """This backbone's config from a ``config.json`` (a file, a directory or a hub id, as for
+        ``Mask2FormerConfig.from_pretrained``): a backbone checkpoint's own, or the ``backbone_config`` of a
+        Mask2Former checkpoint. ``overrides`` replace fields."""
+        from mask2former.hub import resolve_file  # lazy: only hub ids need huggingface_hub
+
+        source = Path(pretrained_model_name_or_path)
+        path = source if source.is_file() else resolve_file(
+            pretrained_model_name_or_path, "config.json", subfolder=subfolder, revision=revision,
+            cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("model_type") == "mask2former" and isinstance(data.get("backbone_config"), dict):
+            data = data["backbone_config"]
+        found = data.get("model_type", cls.model_type)
+        if found != cls.model_type:
+            raise ValueError(f"{path} describes a {found!r} model, not a {cls.model_type!r} backbone; use the "
+                             f"config class of {found!r} or point at a {cls.model_type!r} checkpoint.")
+        return cls.from_dict(data, **overrides)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(self.to_json_string(), encoding="utf-8")
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> None:
+        """Write ``config.json`` into ``save_directory`` (created if needed)."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.to_json_file(directory / "config.json")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mask2former.field_types import check_field_types
 from mask2former.modeling.backbones.base import (
     CheckpointRules,
     FeatureInfo,
@@ -32,7 +33,7 @@ from mask2former.modeling.backbones.base import (
     StagedBackboneConfig,
     resolve_out_indices,
 )
-from mask2former.modeling.checkpointing import call_layer
+from mask2former.modeling.recompute import call_layer
 
 LAYER_TYPES = ("bottleneck", "basic")
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU}
@@ -220,6 +221,9 @@ class ResNetConfig(StagedBackboneConfig):
         out_indices: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
+        check_field_types("ResNetConfig", locals(), ints=("num_channels", "embedding_size"),
+                          bools=("downsample_in_first_stage", "downsample_in_bottleneck", "freeze_batch_norm"),
+                          int_lists=("hidden_sizes", "depths"))
         self.num_channels = num_channels
         self.embedding_size = embedding_size
         self.hidden_sizes = list(hidden_sizes)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mask2former.field_types import check_field_types
 from mask2former.modeling.backbones.base import (
     CheckpointRules,
     FeatureInfo,
@@ -133,15 +134,18 @@ class SwinConfig(StagedBackboneConfig):
     """Hyper-parameters of a Swin Transformer backbone, in transformers' ``SwinConfig`` schema (``model_type: swin``).
 
     The defaults are those of transformers' ``SwinConfig``; ``Mask2FormerConfig`` uses different ones (Swin with
-    depths [2, 2, 18, 2] and drop path 0.3) when no backbone is given.
+    depths [2, 2, 18, 2] and drop path 0.3) when no backbone is given. As in transformers, ``hidden_size`` (the last
+    stage's channels) and ``num_layers`` (the number of stages) are computed when not given and can be assigned; the
+    model never reads them.
     """
 
     model_type = "swin"
     fields = ("image_size", "patch_size", "num_channels", "embed_dim", "depths", "num_heads", "window_size",
               "mlp_ratio", "qkv_bias", "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate",
               "hidden_act", "use_absolute_embeddings", "initializer_range", "layer_norm_eps", "encoder_stride",
-              "out_features", "out_indices")
-    derived = ("num_layers", "hidden_size", "stage_names")
+              "out_features", "out_indices", "num_layers", "hidden_size")
+    derived = ("stage_names",)
+    attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
 
     def __init__(
         self,
@@ -164,8 +168,17 @@ class SwinConfig(StagedBackboneConfig):
         encoder_stride: int = 32,
         out_features: list[str] | None = None,
         out_indices: list[int] | None = None,
+        num_layers: int | None = None,
+        hidden_size: int | None = None,
         **kwargs: Any,
     ) -> None:
+        num_heads = kwargs.pop("num_attention_heads", num_heads)
+        num_layers = kwargs.pop("num_hidden_layers", num_layers)
+        check_field_types("SwinConfig", locals(), ints=("patch_size", "num_channels", "embed_dim",
+                                                                  "window_size", "encoder_stride"),
+                          numbers=("mlp_ratio", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                                   "drop_path_rate", "initializer_range", "layer_norm_eps"),
+                          bools=("qkv_bias", "use_absolute_embeddings"), int_lists=("depths", "num_heads"))
         self.image_size = image_size
         self.patch_size = patch_size
         self.num_channels = num_channels
@@ -183,16 +196,13 @@ class SwinConfig(StagedBackboneConfig):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.encoder_stride = encoder_stride
+        self.num_layers = len(self.depths) if num_layers is None else num_layers
+        self.hidden_size = self.last_stage_channels if hidden_size is None else hidden_size
         self.out_indices = resolve_out_indices(out_features, out_indices, self.stage_names, "Swin")
         self._keep_extra(kwargs)
 
     @property
-    def num_layers(self) -> int:
-        return len(self.depths)
-
-    @property
-    def hidden_size(self) -> int:
-        """Channels of the last stage."""
+    def last_stage_channels(self) -> int:
         return int(self.embed_dim * 2 ** (len(self.depths) - 1))
 
     def validate(self) -> None:
@@ -263,8 +273,9 @@ def swin_native_name(key: str) -> str | None:
 def swin_file_extras(config: SwinConfig, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """transformers 5 expects ``swin.layernorm`` in a file: an identity LayerNorm over the last stage's channels."""
     dtype = state_dict["embeddings.norm.weight"].dtype
-    return {"swin.layernorm.weight": torch.ones(config.hidden_size, dtype=dtype),
-            "swin.layernorm.bias": torch.zeros(config.hidden_size, dtype=dtype)}
+    channels = config.last_stage_channels
+    return {"swin.layernorm.weight": torch.ones(channels, dtype=dtype),
+            "swin.layernorm.bias": torch.zeros(channels, dtype=dtype)}
 
 
 # The original Swin (Mask2Former's D2SwinTransformer) -> our names; its fused qkv projection is split below.

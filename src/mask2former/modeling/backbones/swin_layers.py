@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mask2former.modeling.checkpointing import call_layer
+from mask2former.modeling.recompute import call_layer
 from mask2former.modeling.chunked import by_slabs, slab_edges, slabs_pay
 from mask2former.modeling.fast_paths import use_fast_paths
 from mask2former.modeling.inplace import add_into, gelu_into

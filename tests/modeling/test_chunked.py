@@ -89,7 +89,6 @@ def test_pixel_decoder_layer_uses_slabs_and_keeps_its_numbers(monkeypatch):
 def test_pixel_decoder_layer_by_query_slabs_keeps_its_numbers(monkeypatch):
     """In CPU inference a whole encoder layer runs a slab of queries at a time over one value table: same bits as
     one call (output and sampling weights), for a batch of 2 and slabs that do not divide the sequence."""
-    from mask2former.modeling import pixel_decoder
     from mask2former.modeling.pixel_decoder import DeformableEncoderLayer
 
     torch.manual_seed(0)
@@ -108,7 +107,7 @@ def test_pixel_decoder_layer_by_query_slabs_keeps_its_numbers(monkeypatch):
     with torch.no_grad():
         whole, whole_weights = layer(hidden, position, reference, shapes)
         assert attends == [(2, 300)]
-        monkeypatch.setattr(pixel_decoder, "_LAYER_SLAB_TOKENS", 130)  # 65 queries of 2 images: 5 slabs of 60
+        layer.slab_tokens = 130  # 65 queries of 2 images: 5 slabs of 60
         sliced, sliced_weights = layer(hidden, position, reference, shapes)
         assert attends[1:] == [(2, 60)] * 5
         no_weights, none = layer(hidden, position, reference, shapes, False)

@@ -140,16 +140,19 @@ def test_cuda_mixed_precision_training_step(dtype):
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 157, 221), (1, 3, 61, 93)])
-def test_fast_paths_equal_the_plain_code_of_exportable(shape, monkeypatch):
+def test_fast_paths_equal_the_plain_code_of_exportable(shape):
     """The whole model with every fast path (gathers, slabs, in-place sums, the embedding-bag sampler, q/k/v before
     windows) against the plain code that exports run (pad/roll windows, grid_sample): same outputs, and exportable()
     restores the fast paths when it ends."""
-    import mask2former.modeling.pixel_decoder as pixel_decoder
     from mask2former.modeling.fast_paths import exportable, use_fast_paths
+    from mask2former.modeling.pixel_decoder import DeformableEncoderLayer
 
-    monkeypatch.setattr(pixel_decoder, "_LAYER_SLAB_TOKENS", 256)  # encoder slabs even on these small maps
     torch.manual_seed(0)
     model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**tiny_config_kwargs())).eval()
+    encoder_layers = [m for m in model.modules() if isinstance(m, DeformableEncoderLayer)]
+    assert encoder_layers
+    for layer in encoder_layers:
+        layer.slab_tokens = 256  # encoder slabs even on these small maps
     pixel_values = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         fast = model(pixel_values, output_auxiliary_logits=True)

@@ -191,14 +191,22 @@ def test_official_sizes_parameter_count(size):
     assert [i.channels for i in ours.feature_info] == [config[0] * 2**i for i in range(4)]
 
 
+def _blocks(model):
+    """Every Swin block of ``model`` (the fast-path thresholds are attributes of each)."""
+    from mask2former.modeling.backbones.swin_layers import SwinBlock
+
+    blocks = [m for m in model.modules() if isinstance(m, SwinBlock)]
+    assert blocks
+    return blocks
+
+
 @pytest.mark.parametrize("qkv_bias", [True, False])
-def test_qkv_before_windows_equals_qkv_of_windows(qkv_bias, monkeypatch):
+def test_qkv_before_windows_equals_qkv_of_windows(qkv_bias):
     """Blocks on heavily padded maps compute q, k, v on the map's tokens and give padding the bias: same features
     as the product on the padded windows (checked on every map size, both ways)."""
-    import mask2former.modeling.backbones.swin_layers as swin
-
     torch.manual_seed(0)
     model = SwinBackbone(**_kwargs(CONFIGS["w7-d2222"]), qkv_bias=qkv_bias).eval()
+    blocks = _blocks(model)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("bias"):
@@ -206,24 +214,25 @@ def test_qkv_before_windows_equals_qkv_of_windows(qkv_bias, monkeypatch):
     x = torch.randn(2, 3, 61, 93)
     features = {}
     for threshold in (0.0, float("inf")):  # always first / never first
-        monkeypatch.setattr(swin, "_QKV_BEFORE_WINDOWS", threshold)
+        for block in blocks:
+            block.qkv_before_windows = threshold
         with torch.no_grad():
             features[threshold] = model(x)
     for first, last in zip(features[0.0], features[float("inf")], strict=True):
         torch.testing.assert_close(first, last, rtol=1e-5, atol=1e-5)
 
 
-def test_window_slabs_give_the_bits_of_all_windows_at_once(monkeypatch):
+def test_window_slabs_give_the_bits_of_all_windows_at_once():
     """In CPU inference the attention runs a few windows at a time (shifted windows, padding and a batch of 2
     included): the same features, bit for bit."""
-    import mask2former.modeling.backbones.swin_layers as swin
-
     torch.manual_seed(0)
     model = SwinBackbone(**_kwargs(CONFIGS["w7-d2222"])).eval()
+    blocks = _blocks(model)
     x = torch.randn(2, 3, 157, 221)  # stage 1: 40x56 tokens per image, enough for slabs (> 1024 in the batch)
     features = {}
     for tokens in (10**9, 3 * 2 * 49):  # all windows in one call / three windows of each image per slab
-        monkeypatch.setattr(swin, "_WINDOW_SLAB_TOKENS", tokens)
+        for block in blocks:
+            block.window_slab_tokens = tokens
         with torch.no_grad():
             features[tokens] = model(x)
     for whole, sliced in zip(features[10**9], features[3 * 2 * 49], strict=True):

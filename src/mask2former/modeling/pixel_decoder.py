@@ -27,7 +27,7 @@ NUM_LEVELS = 3  # backbone maps seen by the deformable encoder (and by the trans
 # Tokens (batch x positions) per slab of a whole encoder layer in CPU inference: Swin-T 800x1088, one layer on 2 cores
 # took 239 ms in one call, 240 / 220 / 217 / 217 / 233 ms in slabs of 1024 / 2048 / 3072 / 4096 / 6144 positions
 # (batch 1), and 487 ms against 421 / 415 / 419 / 427 / 460 ms for a batch of 2.
-_LAYER_SLAB_TOKENS = 4096
+LAYER_SLAB_TOKENS = 4096
 
 # Applied to a fresh fc1 output, so ReLU may work in place in inference.
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": relu_into, "gelu": F.gelu}
@@ -80,6 +80,7 @@ class DeformableEncoderLayer(nn.Module):
         ffn_dim: int,
         dropout: float,
         activation: str,
+        slab_tokens: int = LAYER_SLAB_TOKENS,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -93,6 +94,8 @@ class DeformableEncoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.activation = _ACTIVATIONS[activation]
+        self.slab_tokens = slab_tokens
+        """Tokens (over the batch) per slab in CPU inference; a plain attribute, so tests can force slabs."""
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -114,7 +117,7 @@ class DeformableEncoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, S, D) -> (B, S, D), plus the attention's sampling weights (B, S, nh, L, P) (None in a slab-wise
         evaluation that does not ``need_weights``)."""
-        if not self.training and slabs_pay(hidden_states, _LAYER_SLAB_TOKENS):
+        if not self.training and slabs_pay(hidden_states, self.slab_tokens):
             return self._forward_by_slabs(hidden_states, position_embeddings, reference_points, spatial_shapes,
                                           need_weights)
         attended, weights = self.self_attn(hidden_states, position_embeddings, reference_points, spatial_shapes)
@@ -131,7 +134,7 @@ class DeformableEncoderLayer(nn.Module):
         spatial_shapes: Sequence[tuple[int, int]],
         need_weights: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`forward` in CPU inference, a slab of at most ``_LAYER_SLAB_TOKENS`` tokens (over the batch) at a time.
+        """:meth:`forward` in CPU inference, a slab of at most ``slab_tokens`` tokens (over the batch) at a time.
 
         Only the values need every position; everything after them (sampling offsets and weights, the sampling, the
         output projection, both residual sums and norms, the feed-forward block) maps each query on its own. So the
@@ -142,7 +145,7 @@ class DeformableEncoderLayer(nn.Module):
         values = self.self_attn.values(hidden_states, spatial_shapes)
         out = torch.empty_like(hidden_states)  # (B, S, D)
         weights = None
-        edges = slab_edges(seq_len, max(1, _LAYER_SLAB_TOKENS // batch))
+        edges = slab_edges(seq_len, max(1, self.slab_tokens // batch))
         for start, stop in zip(edges, edges[1:]):
             x = hidden_states[:, start:stop]  # (B, q, D)
             queries = x + position_embeddings[:, start:stop]

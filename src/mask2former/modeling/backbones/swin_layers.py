@@ -135,8 +135,8 @@ class WindowLayout(NamedTuple):
     """(nW, N, N) additive mask of shifted windows, None without shift."""
 
 
-_QKV_BEFORE_WINDOWS = 1.2  # (window tokens) / (map tokens) from which a block computes q, k, v before windowing
-_WINDOW_SLAB_TOKENS = 4096  # window tokens per slab of the attention in CPU inference (see modeling/chunked.py)
+QKV_BEFORE_WINDOWS = 1.2  # (window tokens) / (map tokens) from which a block computes q, k, v before windowing
+WINDOW_SLAB_TOKENS = 4096  # window tokens per slab of the attention in CPU inference (see modeling/chunked.py)
 
 
 def _gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
@@ -312,10 +312,15 @@ class SwinBlock(nn.Module):
         drop_path: float,
         dropout: float,
         attention_dropout: float,
+        qkv_before_windows: float = QKV_BEFORE_WINDOWS,
+        window_slab_tokens: int = WINDOW_SLAB_TOKENS,
     ) -> None:
         super().__init__()
         self.window_size = window_size
         self.shift_size = shift_size
+        # Fast-path thresholds, plain attributes so that tests can force either side.
+        self.qkv_before_windows = qkv_before_windows
+        self.window_slab_tokens = window_slab_tokens
         hidden_dim = int(dim * mlp_ratio)
         self.layernorm_before = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.attention = Attention(
@@ -371,7 +376,7 @@ class SwinBlock(nn.Module):
         y = y.reshape(B, H * W, C)  # (B, H*W, C)
         attention = self.attention.self
         window_tokens = windows.to_windows.numel()  # nW * N, H*W of them from the map and the rest padding
-        if window_tokens >= _QKV_BEFORE_WINDOWS * H * W:
+        if window_tokens >= self.qkv_before_windows * H * W:
             # Much padding (small maps, late stages): q, k, v of the map's tokens only, and padding takes those of a
             # zero token (the bias), placed after the map's; gathering 3C channels costs less than the products saved.
             qkv = attention.qkv(y)  # (B, H*W, 3C)
@@ -390,7 +395,7 @@ class SwinBlock(nn.Module):
             return attention.attend(qkv.view(B, -1, N, 3 * C), mask)
 
         num_windows = window_tokens // N
-        edges = slab_edges(num_windows, max(1, _WINDOW_SLAB_TOKENS // (B * N))) if slabs_pay(y) else [0, num_windows]
+        edges = slab_edges(num_windows, max(1, self.window_slab_tokens // (B * N))) if slabs_pay(y) else [0, num_windows]
         if len(edges) == 2:
             y = attend(0, num_windows)  # (B, nW, N, C)
         else:  # CPU inference: windows a slab at a time, so q, k, v and the attention's mask stay small

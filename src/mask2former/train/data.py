@@ -167,7 +167,7 @@ def collate(samples: Sequence[dict[str, Any]], *, mean: Sequence[float] = IMAGEN
     mask_labels: list[Tensor] = []
     class_labels: list[Tensor] = []
     for i, sample in enumerate(samples):
-        image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)  # (3, h, w) uint8
+        image = torch.from_numpy(np.require(sample["image"], requirements="CW")).permute(2, 0, 1)  # (3, h, w) uint8
         h, w = image.shape[1:]
         pixel_values[i, :, :h, :w] = (image.float() / 255.0 - mean_t) / std_t
         valid = sample.get("pixel_mask")

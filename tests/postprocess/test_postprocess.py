@@ -190,6 +190,21 @@ def test_instance_map_matches_reference(geometry, threshold, chunk_values):
     assert dropped_any or threshold == 0.8
 
 
+@pytest.mark.parametrize("count", [0, 1, 255, 256, 300])
+def test_owners_is_the_first_alive_instance_for_any_count(count):
+    """The id map's painter (byte codes below 256 instances, int32 from 256) against a plain loop."""
+    from mask2former.postprocess.instance import _owners
+
+    gen = torch.Generator().manual_seed(count)
+    masks = torch.rand(count, 500, generator=gen) > 0.97  # (N, P), best first; most pixels covered by several
+    alive = torch.rand(count, generator=gen) > 0.3
+    expected = torch.full((500,), -1, dtype=torch.int64)
+    for i in reversed(range(count)):  # the best alive instance paints last
+        if alive[i]:
+            expected[masks[i]] = i
+    assert torch.equal(_owners(masks, alive), expected)
+
+
 def test_instance_map_resolves_overlaps_and_drops_mostly_hidden_instances():
     outputs = realistic_outputs(batch=1, queries=12, classes=4, height=20, width=20, objects=0, seed=3)
     outputs.masks_queries_logits[:] = -20.0

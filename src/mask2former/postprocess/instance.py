@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import rle
@@ -45,8 +46,9 @@ def instance_segmentation(
         unique, pair_query = torch.unique(queries, return_inverse=True)  # a query may come with several classes
         probs = mask_probabilities(outputs.masks_queries_logits[b, unique], geometry, chunk_values)  # (u, P)
         binary = probs > mask_threshold  # (u, P)
-        area = binary.sum(1)  # (u,)
-        mask_score = torch.where(binary, probs, 0.0).sum(1) / (area + 1e-6)  # (u,) mean probability over the mask
+        area = binary.sum(1, dtype=torch.int32)  # (u,) (int32: half the work of the default int64)
+        # (u,) mean probability over the mask; F.threshold keeps values > mask_threshold, the pixels of ``binary``
+        mask_score = F.threshold(probs, mask_threshold, 0.0).sum(1) / (area + 1e-6)
         final = top * mask_score[pair_query]  # (m,)
         keep = torch.nonzero((area[pair_query] > 0) & (final >= threshold)).reshape(-1)
         keep = keep[final[keep].argsort(descending=True, stable=True)]  # (N,) best first
@@ -67,12 +69,14 @@ def instance_segmentation(
 def _owners(masks: Tensor, alive: Tensor) -> Tensor:
     """(P,) int64: the first alive instance (rows of ``masks`` (N, P), best first) covering each pixel, -1 none.
 
-    Instance i gets the code N - i (0 if dropped); each pixel keeps the largest code among the masks covering it."""
+    Instance i gets the code N - i (0 if dropped); each pixel keeps the largest code among the masks covering it.
+    The codes are bytes when they fit (a quarter of the memory traffic of float codes)."""
     count = len(masks)
-    codes = (count - torch.arange(count, device=masks.device)) * alive  # (N,)
     if count == 0:
         return torch.full((masks.shape[1],), -1, dtype=torch.int64, device=masks.device)
-    best = (masks * codes[:, None].to(torch.float32)).amax(0)  # (P,) float: exact for these small integers
+    dtype = torch.uint8 if count < 256 else torch.int32
+    codes = ((count - torch.arange(count, device=masks.device)) * alive).to(dtype)  # (N,)
+    best = (masks.to(dtype) * codes[:, None]).amax(0)  # (P,)
     return torch.where(best > 0, count - best.long(), -1)
 
 

@@ -48,7 +48,7 @@ def panoptic_segmentation(
             painted[part] = mask_probs[:, part].gather(0, winner[None, part])[0] >= mask_threshold
         won = torch.bincount(winner, minlength=n)  # (n,) pixels won
         kept = torch.bincount(winner[painted], minlength=n)  # (n,) pixels won and painted
-        original = (mask_probs >= mask_threshold).sum(1)  # (n,) the query's own mask area
+        original = (mask_probs >= mask_threshold).sum(1, dtype=torch.int32)  # (n,) the query's own mask area
         ids, segments = _segments(won, kept, original, scores, labels, overlap_mask_area_threshold, fuse)
         segmentation = torch.where(painted, ids.to(device)[winner], 0).to(torch.int32)
         results.append({"segmentation": segmentation.view(geometry.target), "segments_info": segments})

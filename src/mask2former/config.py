@@ -104,6 +104,12 @@ _COMMON_KEYS = ("output_hidden_states", "output_attentions", "return_dict")
 ATTRIBUTE_MAP = {"hidden_size": "hidden_dim", "num_hidden_layers": "decoder_layers"}
 
 
+def _alias(field: str) -> property:
+    """A read-write attribute that is another name of ``field`` (an ``ATTRIBUTE_MAP`` entry)."""
+    return property(lambda self: getattr(self, field), lambda self, value: setattr(self, field, value),
+                    doc=f"Another name of ``{field}`` (transformers' ``attribute_map``).")
+
+
 class Mask2FormerConfig:
     """Every hyper-parameter of a Mask2Former model, with transformers' names and defaults.
 
@@ -225,23 +231,8 @@ class Mask2FormerConfig:
             self.id2label = {i: f"LABEL_{i}" for i in range(value)}
             self.label2id = {name: i for i, name in self.id2label.items()}
 
-    @property
-    def hidden_size(self) -> int:
-        """Another name of ``hidden_dim`` (transformers' ``attribute_map``)."""
-        return self.hidden_dim
-
-    @hidden_size.setter
-    def hidden_size(self, value: int) -> None:
-        self.hidden_dim = value
-
-    @property
-    def num_hidden_layers(self) -> int:
-        """Another name of ``decoder_layers`` (transformers' ``attribute_map``)."""
-        return self.decoder_layers
-
-    @num_hidden_layers.setter
-    def num_hidden_layers(self, value: int) -> None:
-        self.decoder_layers = value
+    hidden_size = _alias("hidden_dim")
+    num_hidden_layers = _alias("decoder_layers")
 
     def __getattr__(self, name: str) -> Any:
         """Keys of ``extra`` (unknown config.json keys, unknown arguments) read as attributes, as in transformers."""

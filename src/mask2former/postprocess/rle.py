@@ -94,7 +94,7 @@ def binary_mask_to_rle(mask: Any) -> list[int]:
     """transformers' run-length encoding of an (H, W) mask (nonzero = inside): the mask is flattened row by row
     and each run of 1s gives two numbers, its 1-based start and its length: ``[start_1, length_1, start_2, ...]``.
     Not COCO's RLE (column-major, alternating 0- and 1-runs; :func:`encode`)."""
-    flat = (mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)).reshape(-1) != 0
+    flat = _numpy(mask).reshape(-1) != 0
     edges = np.flatnonzero(np.diff(np.concatenate(([False], flat, [False])).astype(np.int8)))  # (2R,) run bounds
     starts, ends = edges[0::2], edges[1::2]
     pairs = np.empty(2 * len(starts), dtype=np.int64)
@@ -104,5 +104,10 @@ def binary_mask_to_rle(mask: Any) -> list[int]:
 
 def convert_segmentation_to_rle(segmentation: Any) -> list[list[int]]:
     """One :func:`binary_mask_to_rle` per id of an (H, W) map of segment or class ids, in increasing id order."""
-    ids = segmentation.detach().cpu().numpy() if hasattr(segmentation, "detach") else np.asarray(segmentation)
+    ids = _numpy(segmentation)
     return [binary_mask_to_rle(ids == value) for value in np.unique(ids)]
+
+
+def _numpy(array: Any) -> np.ndarray:
+    """A torch tensor (any device) or array-like as a numpy array."""
+    return array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)

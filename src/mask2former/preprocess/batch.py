@@ -11,6 +11,15 @@ import torch
 from .resize import resize_image
 
 
+def per_channel(name: str, values: float | Sequence[float], channels: int) -> np.ndarray:
+    """(channels,) float64: one value for all channels, or one per channel; another count is refused."""
+    array = np.atleast_1d(np.asarray(values, dtype=np.float64)).reshape(-1)
+    if len(array) not in (1, channels):
+        raise ValueError(f"{name} has {len(array)} values but the images have {channels} channels; give one value "
+                         "per channel (or one for all).")
+    return np.broadcast_to(array, (channels,))
+
+
 def affine_coefficients(
     do_rescale: bool,
     rescale_factor: float,
@@ -25,12 +34,7 @@ def affine_coefficients(
         return None
     factor = float(rescale_factor) if do_rescale else 1.0
     if do_normalize:
-        mean, std = np.atleast_1d(np.asarray(image_mean, np.float64)), np.atleast_1d(np.asarray(image_std, np.float64))
-        for name, values in (("image_mean", mean), ("image_std", std)):
-            if len(values) not in (1, channels):
-                raise ValueError(f"{name} has {len(values)} values but the images have {channels} channels; give one "
-                                 "value per channel (or one for all).")
-        mean, std = np.broadcast_to(mean, (channels,)), np.broadcast_to(std, (channels,))
+        mean, std = per_channel("image_mean", image_mean, channels), per_channel("image_std", image_std, channels)
         scale, shift = factor / std, -mean / std
     else:
         scale, shift = np.full(channels, factor), np.zeros(channels)
@@ -60,13 +64,14 @@ def images_to_batch(
     # NumPy rather than torch for these single passes over memory: NumPy stays on the calling thread
     values = np.zeros((len(images), num_channels, *padded_size), dtype=np.uint8 if keep_uint8 else np.float32)
     mask = np.zeros((len(images), *padded_size), dtype=np.int64)  # (B, H_pad, W_pad)
+    if coefficients is not None:
+        scale, shift = (c.numpy().reshape(-1, 1, 1) for c in coefficients)  # (C, 1, 1) each
     for index, pixels in enumerate(resized):
         height, width = pixels.shape[:2]
         target = values[index, :, :height, :width]  # (C, h, w)
         if coefficients is None:
             target[...] = pixels.transpose(2, 0, 1)
         else:
-            scale, shift = (c.numpy().reshape(-1, 1, 1) for c in coefficients)  # (C, 1, 1) each
             np.multiply(pixels.transpose(2, 0, 1), scale, out=target, casting="unsafe")  # computed in float32
             target += shift
         mask[index, :height, :width] = 1

@@ -17,7 +17,6 @@ from .read import SIXTEEN_BIT_MODES, pil_to_rgb
 
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
-_SIXTEEN_BIT_MODES = SIXTEEN_BIT_MODES
 
 
 def layout_name(data_format: Any) -> str | None:
@@ -59,18 +58,34 @@ def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return (alpha * rgb + (1.0 - alpha)).astype(np.float32)
 
 
-def _pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image | np.ndarray:
-    """8-bit images stay Pillow images in mode RGB (resizing them then needs no copy); 16-bit and float -> arrays.
-
-    A lazily opened file is decoded here, so that a corrupt file gives a clear error."""
+def _decode(image: PIL.Image.Image) -> None:
+    """Decode a lazily opened Pillow image now, so that a corrupt file gives a clear error."""
     try:
         image.load()
     except (OSError, SyntaxError) as error:
         raise ValueError(f"Could not decode the image ({error}); the file may be truncated or corrupt.") from error
+
+
+def _as_array(image: Any) -> np.ndarray:
+    """A numpy array or torch tensor (any device) as a numpy array; anything else is refused."""
+    if isinstance(image, torch.Tensor):
+        return image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            f"Unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a torch tensor."
+        )
+    return image
+
+
+def _pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image | np.ndarray:
+    """8-bit images stay Pillow images in mode RGB (resizing them then needs no copy); 16-bit and float -> arrays.
+
+    A lazily opened file is decoded here, so that a corrupt file gives a clear error."""
+    _decode(image)
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in _SIXTEEN_BIT_MODES:
+    if mode in SIXTEEN_BIT_MODES:
         # 16-bit greyscale: map 0..65535 onto 0..255 without losing precision (float path).
         gray = np.asarray(image).astype(np.float32) * np.float32(255.0 / 65535.0)
         return np.repeat(gray[:, :, None], 3, axis=2)
@@ -113,21 +128,13 @@ def to_channels(image: Any, input_data_format: Any = None) -> np.ndarray:
     PIL images give their bands (L: 1, LA: 2, RGB: 3, RGBA: 4, ...); arrays and tensors may have any channel count
     when ``input_data_format`` says where it is. No greyscale replication, no alpha compositing."""
     if isinstance(image, PIL.Image.Image):
-        try:
-            image.load()
-        except (OSError, SyntaxError) as error:
-            raise ValueError(f"Could not decode the image ({error}); the file may be truncated or corrupt.") from error
+        _decode(image)
         if image.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "F"):
             raise ValueError(f"A PIL image of mode {image.mode!r} has no plain channels to keep; convert it first "
                              "or use do_convert_rgb=True.")
         array = array_to_hwc(np.asarray(image), CHANNELS_LAST, any_channels=True)
-    elif isinstance(image, (torch.Tensor, np.ndarray)):
-        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
-        array = array_to_hwc(array, layout_name(input_data_format), any_channels=True)
     else:
-        raise ValueError(
-            f"Unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a torch tensor."
-        )
+        array = array_to_hwc(_as_array(image), layout_name(input_data_format), any_channels=True)
     if np.issubdtype(array.dtype, np.floating):
         return array.astype(np.float32, copy=False)
     if array.dtype != np.uint8:
@@ -173,13 +180,7 @@ def to_rgb(image: Any, input_data_format: Any = None) -> np.ndarray | PIL.Image.
     if isinstance(image, PIL.Image.Image):
         rgb = _pil_to_rgb(image)
     else:
-        if isinstance(image, torch.Tensor):
-            image = image.detach().cpu().numpy()
-        if not isinstance(image, np.ndarray):
-            raise ValueError(
-                f"Unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a torch tensor."
-            )
-        rgb = _array_to_rgb(image, layout_name(input_data_format))
+        rgb = _array_to_rgb(_as_array(image), layout_name(input_data_format))
     height, width = image_size(rgb)
     if height == 0 or width == 0:
         raise ValueError(f"An image has no pixels ({height}x{width}); pass images of at least 1x1 pixel.")

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .batch import per_channel
 from .resize import as_resample, output_size, resize_image
 
 SIZE_KEYS = ("shortest_edge", "longest_edge", "height", "width", "max_height", "max_width")
@@ -49,14 +50,9 @@ def normalize(image: np.ndarray, mean: float | Sequence[float], std: float | Seq
     if not np.issubdtype(image.dtype, np.floating):
         image = image.astype(np.float32)
     channels = image.shape[0]
-    per_channel = []
-    for name, values in (("mean", mean), ("std", std)):
-        array = np.atleast_1d(np.asarray(values, dtype=image.dtype))
-        if len(array) not in (1, channels):
-            raise ValueError(f"normalize: {name} has {len(array)} values for an image of {channels} channels; give "
-                             "one per channel or one for all.")
-        per_channel.append(array.reshape(-1, 1, 1))  # (C or 1, 1, 1)
-    return (image - per_channel[0]) / per_channel[1]
+    mean, std = (per_channel(name, values, channels).astype(image.dtype).reshape(-1, 1, 1)  # (C, 1, 1)
+                 for name, values in (("mean", mean), ("std", std)))
+    return (image - mean) / std
 
 
 def pad(images: Sequence[np.ndarray], padded_size: tuple[int, int],
